@@ -1,0 +1,31 @@
+# Two commands a fresh machine with Python 3.11 and make needs:
+#   make demo   run the example DAG end to end on bundled sample data (SQLite, local files)
+#   make test   install everything and run all tests (what .ci/run calls)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/python scripts/run_example.py
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -rs
+
+lint: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

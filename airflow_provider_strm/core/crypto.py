@@ -1,0 +1,140 @@
+"""Tink-compatible deterministic encryption (AES-SIV) and Tink JSON keysets.
+
+This is the only module that touches key bytes. A key is a one-key Tink keyset
+of type ``AesSivKey`` (64 bytes); a ciphertext is Tink's Deterministic AEAD
+``AES256_SIV`` output with the ``TINK`` prefix:
+``0x01 ‖ key id (4 bytes, big-endian) ‖ AES-SIV(key, plaintext, ad=[b""])``,
+base64-encoded in files. Files encrypted here decrypt with Tink and with STRM,
+and the other way round.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from airflow_provider_strm.core.errors import DecryptionError
+
+AES_SIV_TYPE_URL = "type.googleapis.com/google.crypto.tink.AesSivKey"
+_TINK_PREFIX = 0x01
+_KEY_SIZE = 64
+# Serialized google.crypto.tink.AesSivKey proto: field 2 (key_value), length 64; version 0 is omitted.
+_PROTO_HEADER = b"\x12\x40"
+_NO_AD = [b""]  # Tink's encryptDeterministically(pt, ad=b"") passes one empty associated-data item.
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """A one-key Tink keyset: the key's id (the ciphertext prefix) and its 64 secret bytes."""
+
+    key_id: int
+    key_bytes: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key_bytes) != _KEY_SIZE:
+            raise ValueError(f"an AES-SIV key has {_KEY_SIZE} bytes, got {len(self.key_bytes)}")
+        if not 0 < self.key_id < 2**32:
+            raise ValueError("a Tink key id is a non-zero unsigned 32-bit integer")
+
+    @classmethod
+    def generate(cls) -> Keyset:
+        key_id = 0
+        while key_id == 0:
+            key_id = secrets.randbits(31)  # Tink draws ids below 2^31, so they stay positive in Java
+        return cls(key_id, os.urandom(_KEY_SIZE))
+
+    def to_tink_json(self) -> str:
+        """The cleartext Tink JSON keyset, as STRM's keys files hold it."""
+        value = base64.b64encode(_PROTO_HEADER + self.key_bytes).decode()
+        return json.dumps(
+            {
+                "primaryKeyId": self.key_id,
+                "key": [
+                    {
+                        "keyData": {
+                            "typeUrl": AES_SIV_TYPE_URL,
+                            "value": value,
+                            "keyMaterialType": "SYMMETRIC",
+                        },
+                        "status": "ENABLED",
+                        "keyId": self.key_id,
+                        "outputPrefixType": "TINK",
+                    }
+                ],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_tink_json(cls, text: str) -> Keyset:
+        """Read a cleartext Tink JSON keyset holding one enabled AES-SIV key with TINK prefix."""
+        try:
+            doc = json.loads(text)
+            primary = int(doc["primaryKeyId"])
+            entry = next(k for k in doc["key"] if int(k["keyId"]) == primary)
+            data = entry["keyData"]
+            if data["typeUrl"] != AES_SIV_TYPE_URL:
+                raise ValueError(f"key type {data['typeUrl']} is not AesSivKey")
+            if entry.get("outputPrefixType", "TINK") != "TINK":
+                raise ValueError(f"output prefix {entry['outputPrefixType']} is not TINK")
+            raw = base64.b64decode(data["value"], validate=True)
+        except (ValueError, KeyError, TypeError, StopIteration, binascii.Error) as exc:
+            raise ValueError(f"not a Tink AES-SIV JSON keyset: {type(exc).__name__}: {exc}") from None
+        if not raw.startswith(_PROTO_HEADER) or len(raw) != len(_PROTO_HEADER) + _KEY_SIZE:
+            raise ValueError("not a Tink AES-SIV JSON keyset: key value is not a 64-byte AesSivKey")
+        return cls(primary, raw[len(_PROTO_HEADER) :])
+
+    def cipher(self) -> DeterministicCipher:
+        return DeterministicCipher(self)
+
+
+class DeterministicCipher:
+    """Encrypts and decrypts field values under one keyset, Tink-compatibly.
+
+    Deterministic by design: the same value under the same key gives the same
+    ciphertext, which is what lets joins and group-bys work on pseudonyms.
+    """
+
+    __slots__ = ("_prefix", "_siv", "key_id")
+
+    def __init__(self, keyset: Keyset) -> None:
+        self.key_id = keyset.key_id
+        self._prefix = struct.pack(">BI", _TINK_PREFIX, keyset.key_id)
+        self._siv = AESSIV(keyset.key_bytes)
+
+    def encrypt(self, plaintext: str) -> str:
+        raw = self._siv.encrypt(plaintext.encode("utf-8"), _NO_AD)
+        return base64.b64encode(self._prefix + raw).decode("ascii")
+
+    def decrypt(self, ciphertext: str) -> str:
+        try:
+            raw = base64.b64decode(ciphertext, validate=True)
+        except (binascii.Error, ValueError):
+            raise DecryptionError("ciphertext is not valid base64") from None
+        if len(raw) < 5 + 16 or raw[:5] != self._prefix:
+            raise DecryptionError(f"ciphertext was not made with key id {self.key_id}")
+        try:
+            return self._siv.decrypt(raw[5:], _NO_AD).decode("utf-8")
+        except InvalidTag:
+            raise DecryptionError("ciphertext does not authenticate under its key (tampered or wrong key)") from None
+        except UnicodeDecodeError:
+            raise DecryptionError("decrypted bytes are not UTF-8") from None
+
+
+def ciphertext_key_id(ciphertext: str) -> int | None:
+    """The Tink key id a ciphertext names, or None if it is not a Tink-prefixed ciphertext."""
+    try:
+        head = base64.b64decode(ciphertext[:8], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(head) < 5 or head[0] != _TINK_PREFIX:
+        return None
+    return int.from_bytes(head[1:5], "big")

@@ -1,0 +1,166 @@
+"""Streaming CSV in and out, in STRM's layout.
+
+Reading yields chunks of records as columns, numbering records from 1 after
+the header (STRM's ``row #1``) so every error can name its row. Handles a
+byte-order mark, CRLF, quoted newlines and any Python charset; undecodable
+bytes and wrong column counts become per-row :class:`BadRow` entries instead
+of failing the whole file. Writing uses Arrow's CSV writer with every valid
+value quoted, nulls as nothing and CRLF line ends, which is exactly STRM's
+output layout.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from airflow_provider_strm.core.errors import CsvFormatError
+from airflow_provider_strm.core.storage import PendingObject
+
+DEFAULT_CHUNK_ROWS = 20_000
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # one field may legitimately hold megabytes
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A record that could not be read: its number, why, and its text as close to verbatim as we have it."""
+
+    row: int
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RecordChunk:
+    """Records ``first_row`` .. ``first_row + len - 1`` (1-based, bad rows included in the numbering)."""
+
+    first_row: int
+    rows: list[int]  # the record number of each good record, in order
+    columns: list[list[str]]  # one list per header column, good records only
+    bad: list[BadRow]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _python_charset(charset: str) -> str:
+    name = codecs.lookup(charset).name
+    # utf-8-sig strips a leading BOM and reads plain UTF-8 the same.
+    return "utf-8-sig" if name == "utf-8" else name
+
+
+class CsvRecordReader:
+    """Reads a CSV stream as chunks of records. The header is read at construction."""
+
+    def __init__(
+        self, stream: BinaryIO, *, charset: str = "UTF-8", name: str = "<stream>", chunk_rows: int = DEFAULT_CHUNK_ROWS
+    ) -> None:
+        self.name = name
+        self.chunk_rows = chunk_rows
+        text = io.TextIOWrapper(stream, encoding=_python_charset(charset), errors="surrogateescape", newline="")
+        self._reader = csv.reader(text)
+        try:
+            header = next(self._reader)
+        except StopIteration:
+            raise CsvFormatError(f"{name} is empty: a CSV file needs a header line") from None
+        except csv.Error as exc:
+            raise CsvFormatError(f"{name}: cannot read the header line: {exc}") from None
+        if _has_undecodable(header):
+            raise CsvFormatError(f"{name}: the header line is not valid {charset}")
+        if not header or all(h == "" for h in header):
+            raise CsvFormatError(f"{name}: the header line is empty")
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise CsvFormatError(f"{name}: duplicate column names in the header: {dupes}")
+        self.header: list[str] = header
+        self.rows_read = 0
+
+    def chunks(self) -> Iterator[RecordChunk]:
+        width = len(self.header)
+        reader = self._reader
+        while True:
+            good: list[list[str]] = []
+            numbers: list[int] = []
+            bad: list[BadRow] = []
+            first = self.rows_read + 1
+            while len(good) + len(bad) < self.chunk_rows:
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    self.rows_read += 1
+                    bad.append(BadRow(self.rows_read, f"unreadable CSV ({exc})", ""))
+                    continue
+                if not record:
+                    continue  # blank line: not a record
+                self.rows_read += 1
+                if len(record) != width:
+                    bad.append(BadRow(self.rows_read, f"expected {width} columns, got {len(record)}", _as_text(record)))
+                elif _has_undecodable(record):
+                    bad.append(BadRow(self.rows_read, "undecodable bytes for the file's charset", _as_text(record)))
+                else:
+                    good.append(record)
+                    numbers.append(self.rows_read)
+            if not good and not bad:
+                return
+            columns = [list(c) for c in zip(*good, strict=True)] if good else [[] for _ in range(width)]
+            yield RecordChunk(first, numbers, columns, bad)
+
+
+def _has_undecodable(record: Sequence[str]) -> bool:
+    for value in record:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def _as_text(record: Sequence[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(
+        [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in record]
+    )
+    return buf.getvalue()
+
+
+_WRITE_OPTIONS = pacsv.WriteOptions(quoting_style="all_valid", eol="\r\n", include_header=False)
+
+
+class CsvRecordWriter:
+    """Writes columns of strings (``None`` = null) to a pending object in STRM's CSV layout."""
+
+    def __init__(self, sink: PendingObject | BinaryIO, header: Sequence[str], *, charset: str = "UTF-8") -> None:
+        self._sink = sink
+        self._encoding = codecs.lookup(charset).name
+        self.header = list(header)
+        self.schema = pa.schema([(name, pa.string()) for name in self.header])
+        self.rows_written = 0
+        self.bytes_written = 0
+        self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
+
+    def write_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> None:
+        arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=pa.string()) for c in columns]
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if batch.num_rows == 0:
+            return
+        buf = io.BytesIO()
+        pacsv.write_csv(batch, buf, write_options=_WRITE_OPTIONS)
+        self._emit(buf.getvalue())
+        self.rows_written += batch.num_rows
+
+    def _emit(self, data: bytes) -> None:
+        if self._encoding != "utf-8":
+            data = data.decode("utf-8").encode(self._encoding)
+        self._sink.write(data)
+        self.bytes_written += len(data)

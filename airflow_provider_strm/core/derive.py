@@ -1,0 +1,240 @@
+"""DeriveJob: an encrypted file → one output per ``derived_data`` entry, by consent.
+
+For each output, a record is kept only if its consent suffices (CUMULATIVE:
+its highest level ≥ the requested level; GRANULAR: its levels include every
+requested level); records without enough consent are excluded and counted.
+In a kept record, exactly the PII fields the consent covers are decrypted
+(CUMULATIVE: purpose ≤ level; GRANULAR: purpose in the set); other PII
+fields stay ciphertext. Masked fields are replaced by their hash.
+
+A ciphertext that does not decrypt is an error naming the row and the field,
+never an empty or garbage value.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from airflow_provider_strm.core.config import BatchJobConfig, DerivedDataConfig
+from airflow_provider_strm.core.consent import parse_consent_value
+from airflow_provider_strm.core.contract import DataContract
+from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordWriter, RecordChunk
+from airflow_provider_strm.core.errors import ConfigError, DecryptionError, RecordError, StrmError
+from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, describe, group_of, require_columns
+from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
+from airflow_provider_strm.core.storage import PendingObject
+
+#: Finds the keysets of key links (absent links are simply missing from the result).
+KeyLookup = Callable[[Iterable[str]], Mapping[str, Keyset]]
+#: Resolves a connection id to the secret bytes of an HMAC masking key.
+SecretResolver = Callable[[str], bytes]
+
+_LINK = "strmMeta.keyLink"
+_CONSENT = "strmMeta.consentLevels"
+
+
+def key_store_lookup(store: KeyStore) -> KeyLookup:
+    def lookup(links: Iterable[str]) -> Mapping[str, Keyset]:
+        return {link: k.keyset for link, k in store.keys_by_link(links).items()}
+
+    return lookup
+
+
+def keys_file_lookup(data: bytes, name: str = "keys file") -> KeyLookup:
+    """Keys from a STRM keys file (``keyLink,encryptionKey,policyId,expiresAt``)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    header = next(reader, None)
+    if not header or header[:2] != ["keyLink", "encryptionKey"]:
+        raise StrmError(f"{name} is not a STRM keys file: its header is {header}")
+    keys: dict[str, Keyset] = {}
+    for row_no, row in enumerate(reader, start=1):
+        if not row:
+            continue
+        try:
+            keys[row[0]] = Keyset.from_tink_json(row[1])
+        except (ValueError, IndexError) as exc:
+            raise RecordError(name, row_no, f"unreadable key ({exc})", field="encryptionKey") from None
+
+    def lookup(links: Iterable[str]) -> Mapping[str, Keyset]:
+        return {link: keys[link] for link in links if link in keys}
+
+    return lookup
+
+
+@dataclass
+class _Target:
+    config: DerivedDataConfig
+    path: str
+    decrypt: frozenset[int]  # column indexes decrypted for this output
+    masks: dict[int, Masker]  # column index → masker
+    writer: CsvRecordWriter | None = None
+    rows_out: int = 0
+    excluded: int = 0
+
+    def admits(self, levels: tuple[int, ...]) -> bool:
+        wanted = self.config.consent_levels
+        if self.config.consent_level_type == "CUMULATIVE":
+            return bool(levels) and max(levels) >= wanted[0]
+        return set(wanted) <= set(levels)
+
+
+def derived_name(target: DerivedDataConfig) -> str:
+    return "derived-" + "-".join(str(level) for level in target.consent_levels)
+
+
+class DeriveJob(BatchJob):
+    """Writes every ``derived_data`` target of a config from one encrypted file.
+
+    :param keys: where keys come from: a :class:`KeyStore`, or a lookup such as :func:`keys_file_lookup`.
+    :param encrypted_path: the encrypted file (default: what EncryptJob writes for ``source_path``).
+    :param secrets: resolves ``masked_fields.secret_connection_id`` for ``HMAC_SHA256`` masking.
+    """
+
+    kind = "derive"
+
+    def __init__(
+        self,
+        config: BatchJobConfig,
+        contract: DataContract,
+        keys: KeyStore | KeyLookup,
+        storages: StorageResolver,
+        *,
+        source_path: str | None = None,
+        encrypted_path: str | None = None,
+        secrets: SecretResolver | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        context: dict[str, object] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        if not config.derived_data:
+            raise ConfigError("derived_data", "a derive job needs at least one derived_data target")
+        source = source_path or config.source_data.path
+        enc_path = encrypted_path or (config.encrypted_data.output_path(source, "encrypted") if source else "")
+        store = keys if isinstance(keys, KeyStore) else None
+        super().__init__(
+            config, contract, store, storages,
+            input_location=config.encrypted_data, input_path=enc_path,
+            group_id=group_of(config, source or enc_path), chunk_rows=chunk_rows, context=context, job_id=job_id,
+        )  # fmt: skip
+        self.lookup: KeyLookup = key_store_lookup(keys) if isinstance(keys, KeyStore) else keys
+        self.naming_path = source or _strip_suffix(enc_path, "-encrypted")
+        self.secrets = secrets
+        self.targets: list[_Target] = []
+
+    # ------------------------------------------------------------------ BatchJob hooks
+
+    def check_header(self, header: list[str]) -> None:
+        require_columns(header, self.input_name, {"strmMeta.keyLink": _LINK, "strmMeta.consentLevels": _CONSENT})
+        self._header = header
+        self._link_idx = header.index(_LINK)
+        self._consent_idx = header.index(_CONSENT)
+        pii = self.contract.pii_fields
+        self._pii = {i: pii[h] for i, h in enumerate(header) if h in pii}
+        ref = str(self.config.contract_ref)
+        for target in self.config.derived_data:
+            levels = set(target.consent_levels)
+            if target.consent_level_type == "CUMULATIVE":
+                decrypt = {i for i, purpose in self._pii.items() if purpose <= target.consent_levels[0]}
+            else:
+                decrypt = {i for i, purpose in self._pii.items() if purpose in levels}
+            masks: dict[int, Masker] = {}
+            if target.masked_fields is not None:
+                masker = self._masker(target)
+                for name in target.masked_fields.field_patterns.get(ref, ()):
+                    if name in header:
+                        masks[header.index(name)] = masker
+            path = target.target.output_path(self.naming_path, derived_name(target))
+            self.targets.append(_Target(target, path, frozenset(decrypt), masks))
+
+    def _masker(self, target: DerivedDataConfig) -> Masker:
+        masked = target.masked_fields
+        assert masked is not None
+        if masked.hash_type == "HMAC_SHA256":
+            if self.secrets is None or not masked.secret_connection_id:
+                raise ConfigError("derived_data.masked_fields.secret_connection_id", "HMAC_SHA256 needs a secret")
+            return hmac_sha256_masker(self.secrets(masked.secret_connection_id))
+        return murmur3_masker(masked.seed)
+
+    def open_outputs(self, header: list[str], pending: list[PendingObject]) -> None:
+        for target in self.targets:
+            target.writer = self.open_output(target.config.target, target.path, header, pending)
+
+    def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+        columns = chunk.columns
+        links = columns[self._link_idx]
+        levels = [self._levels(v, row) for v, row in zip(columns[self._consent_idx], chunk.rows, strict=True)]
+        ciphers = {link: ks.cipher() for link, ks in self.lookup(set(links)).items()}
+        for target in self.targets:
+            keep = [i for i, lv in enumerate(levels) if target.admits(lv)]
+            target.excluded += len(chunk) - len(keep)
+            out: list[list[str]] = []
+            for col, values in enumerate(columns):
+                kept = [values[i] for i in keep]
+                if col in target.decrypt:
+                    kept = self._decrypt(kept, [links[i] for i in keep], [chunk.rows[i] for i in keep], col, ciphers)
+                if col in target.masks:
+                    kept = self._mask(kept, target.masks[col], plain=col not in self._pii or col in target.decrypt)
+                out.append(kept)
+            assert target.writer is not None
+            target.writer.write_columns(out)
+            target.rows_out += len(keep)
+
+    def finish(self, result: JobResult) -> None:
+        for target in self.targets:
+            assert target.writer is not None
+            name = derived_name(target.config)
+            result.outputs[name] = describe(target.config.target, target.path)
+            result.bytes_out += target.writer.bytes_written
+            result.targets.append(
+                {"name": name, "path": result.outputs[name], "rows_out": target.rows_out, "excluded": target.excluded}
+            )
+        # the job-level counts are those of the first output; each target balances on its own
+        first = self.targets[0]
+        result.rows_out, result.excluded = first.rows_out, first.excluded
+
+    # ------------------------------------------------------------------ steps
+
+    def _levels(self, value: str, row: int) -> tuple[int, ...]:
+        levels = parse_consent_value(value)
+        if levels is None:
+            if value.strip() == "[]":
+                return ()
+            raise RecordError(self.input_name, row, f"unreadable consent levels {value[:40]!r}", field=_CONSENT)
+        return levels
+
+    def _decrypt(
+        self, values: list[str], links: list[str], rows: list[int], col: int, ciphers: dict[str, DeterministicCipher]
+    ) -> list[str]:
+        out: list[str] = []
+        for value, link, row in zip(values, links, rows, strict=True):
+            if value == "":
+                out.append(value)
+                continue
+            cipher = ciphers.get(link)
+            if cipher is None:
+                raise RecordError(self.input_name, row, f"no key for keyLink {link}", field=self._header[col])
+            try:
+                out.append(cipher.decrypt(value))
+            except DecryptionError as exc:
+                raise RecordError(self.input_name, row, f"cannot decrypt: {exc}", field=self._header[col]) from None
+        return out
+
+    @staticmethod
+    def _mask(values: list[str], masker: Masker, *, plain: bool) -> list[str]:
+        if not plain:
+            return values  # a PII field outside the consent stays ciphertext, masked or not
+        return [masker(v) if v != "" else v for v in values]
+
+
+def _strip_suffix(path: str, suffix: str) -> str:
+    p = PurePosixPath(path)
+    stem = p.name.split(".")[0]
+    if stem.endswith(suffix):
+        stem = stem[: -len(suffix)]
+    return str(p.with_name(stem + "".join(p.suffixes)))

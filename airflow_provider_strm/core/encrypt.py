@@ -1,0 +1,233 @@
+"""EncryptJob: one source file → an encrypted file and a keys file, STRM-compatible.
+
+Data flows one way: records (chunks) → timestamps and windows → keys (bulk,
+from the key store) → ciphertexts → writers. Nothing is visible at the
+targets until the whole file is done; keys reach the key store (per chunk)
+before any output is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from airflow_provider_strm.core.config import BatchJobConfig
+from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
+from airflow_provider_strm.core.contract import DataContract
+from airflow_provider_strm.core.crypto import DeterministicCipher
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordWriter, RecordChunk
+from airflow_provider_strm.core.errors import CsvFormatError, RecordError, TimestampFormatError
+from airflow_provider_strm.core.job import (
+    BatchJob,
+    JobResult,
+    StorageResolver,
+    describe,
+    group_of,
+    require_columns,
+)
+from airflow_provider_strm.core.keystore import KeyStore, StoredKey
+from airflow_provider_strm.core.storage import PendingObject
+from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
+
+META_COLUMNS = (
+    "strmMeta.eventContractRef",
+    "strmMeta.nonce",
+    "strmMeta.timestamp",
+    "strmMeta.keyLink",
+    "strmMeta.billingId",
+    "strmMeta.consentLevels",
+)
+KEYS_HEADER = ("keyLink", "encryptionKey", "policyId", "expiresAt")
+
+#: Replaces STRM's consent extraction: takes a record (column → value), returns its consent levels.
+ConsentFunction = Callable[[Mapping[str, str]], "ConsentLevels | list[int]"]
+
+
+class EncryptJob(BatchJob):
+    """Encrypts the PII fields of one file with per-(entity, UTC day) keys.
+
+    :param config: the STRM batch job configuration.
+    :param contract: the data contract naming the key field and PII fields.
+    :param key_store: where keys live; keys are created there before output is committed.
+    :param storages: resolves a connection id to a :class:`Storage`.
+    :param source_path: the file to encrypt (default: the config's ``source_data`` path).
+    :param consent_function: replaces STRM's consent extraction (record → levels).
+    :param context: Airflow identifiers recorded with the job (dag_id, run_id, map_index...).
+    """
+
+    kind = "encrypt"
+
+    def __init__(
+        self,
+        config: BatchJobConfig,
+        contract: DataContract,
+        key_store: KeyStore,
+        storages: StorageResolver,
+        *,
+        source_path: str | None = None,
+        consent_function: ConsentFunction | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        context: dict[str, object] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        path = source_path or config.source_data.path
+        super().__init__(
+            config, contract, key_store, storages,
+            input_location=config.source_data, input_path=path, group_id=group_of(config, path),
+            chunk_rows=chunk_rows, context=context, job_id=job_id,
+        )  # fmt: skip
+        self.key_store: KeyStore = key_store
+        self.source_path = path
+        self.parser = TimestampParser(config.timestamp.format, config.timestamp.default_time_zone)
+        self.consent = ConsentExtractor(config.consent)
+        self.consent_function = consent_function
+        self.contract_ref = str(config.contract_ref)
+        self._ciphers: dict[str, DeterministicCipher] = {}
+        self._keys_seen: set[str] = set()
+
+    def encrypted_path(self) -> str:
+        return self.config.encrypted_data.output_path(self.source_path, "encrypted")
+
+    def keys_path(self) -> str | None:
+        keys = self.config.encryption_keys_data
+        return keys.output_path(self.source_path, "keys") if keys is not None else None
+
+    # ------------------------------------------------------------------ BatchJob hooks
+
+    def check_header(self, header: list[str]) -> None:
+        require_columns(
+            header,
+            self.input_name,
+            {
+                "data contract key_field": self.contract.key_field,
+                "encryption.timestamp_config.field": self.config.timestamp.field,
+                "consent.consent_level_extractor.field": self.config.consent.field,
+            },
+        )
+        clash = [c for c in META_COLUMNS if c in header]
+        if clash:
+            raise CsvFormatError(f"{self.input_name} already has strmMeta columns {clash}: is it encrypted already?")
+        self._key_idx = header.index(self.contract.key_field)
+        self._ts_idx = header.index(self.config.timestamp.field)
+        self._consent_idx = header.index(self.config.consent.field) if self.config.consent.field else None
+        self._pii_idx = [i for i, h in enumerate(header) if h in self.contract.pii_fields]
+        self._header = header
+
+    def open_outputs(self, header: list[str], pending: list[PendingObject]) -> None:
+        self._writer = self.open_output(
+            self.config.encrypted_data, self.encrypted_path(), [*header, *META_COLUMNS], pending
+        )
+        self._keys_writer: CsvRecordWriter | None = None
+        keys_loc, keys_path = self.config.encryption_keys_data, self.keys_path()
+        if keys_loc is not None and keys_path is not None:
+            self._keys_writer = self.open_output(keys_loc, keys_path, list(KEYS_HEADER), pending)
+
+    def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+        columns = chunk.columns
+        stamps = self._timestamps(columns[self._ts_idx], chunk)
+        entities = list(zip(columns[self._key_idx], (s - s % DAY_MS for s in stamps), strict=True))
+        keys = self._keys(set(entities))
+        links = [keys[e].key_link for e in entities]
+        for stored in keys.values():
+            if stored.created:
+                result.keys_created += 1
+            else:
+                result.keys_reused += 1
+            if stored.key_link not in self._ciphers:
+                self._ciphers[stored.key_link] = stored.keyset.cipher()
+        out: list[list[str] | list[str | None]] = list(columns)
+        for i in self._pii_idx:
+            out[i] = self._encrypt_column(links, columns[i])
+        n = len(chunk)
+        out += [
+            [self.contract_ref] * n,
+            ["0"] * n,
+            [str(s) for s in stamps],
+            links,
+            [None] * n,
+            [format_levels(levels) for levels in self._consent(columns, n)],
+        ]
+        self._writer.write_columns(out)
+        result.rows_out += n
+        if self._keys_writer is not None:
+            self._write_keys(entities, keys)
+
+    def finish(self, result: JobResult) -> None:
+        result.outputs["encrypted"] = describe(self.config.encrypted_data, self.encrypted_path())
+        result.bytes_out = self._writer.bytes_written
+        if self._keys_writer is not None and self.config.encryption_keys_data is not None:
+            result.outputs["keys"] = describe(self.config.encryption_keys_data, self.keys_path() or "")
+            result.bytes_out += self._keys_writer.bytes_written
+
+    # ------------------------------------------------------------------ steps
+
+    def _timestamps(self, values: list[str], chunk: RecordChunk) -> list[int]:
+        parse = self.parser.parse
+        out: list[int] = []
+        for row, value in zip(chunk.rows, values, strict=True):
+            try:
+                out.append(parse(value))
+            except TimestampFormatError as exc:
+                raise RecordError(
+                    self.input_name, row, f"Invalid timestamp [{exc}]", field=self.config.timestamp.field
+                ) from None
+        return out
+
+    def _keys(self, entities: set[tuple[str, int]]) -> dict[tuple[str, int], StoredKey]:
+        policy, days = self.config.policy_id, self.config.retention_days
+        if not days:
+            return self.key_store.get_or_create(self.group_id, entities, policy_id=policy)
+        # a key expires retention_days after the end of its window
+        out: dict[tuple[str, int], StoredKey] = {}
+        for window in {w for _, w in entities}:
+            part = {e for e in entities if e[1] == window}
+            expires = window + DAY_MS * (1 + days)
+            out.update(self.key_store.get_or_create(self.group_id, part, policy_id=policy, expires_at=expires))
+        return out
+
+    def _encrypt_column(self, links: list[str], values: list[str]) -> list[str]:
+        # deterministic encryption: one (key, value) pair always gives one ciphertext, so memoise per chunk
+        memo: dict[tuple[str, str], str] = {}
+        ciphers = self._ciphers
+        out: list[str] = []
+        for link, value in zip(links, values, strict=True):
+            if value == "":
+                out.append(value)  # empty stays empty
+                continue
+            token = memo.get((link, value))
+            if token is None:
+                token = memo[(link, value)] = ciphers[link].encrypt(value)
+            out.append(token)
+        return out
+
+    def _consent(self, columns: list[list[str]], n: int) -> list[ConsentLevels]:
+        if self.consent_function is not None:
+            header = self._header
+            return [
+                tuple(sorted(set(self.consent_function(dict(zip(header, row, strict=True))))))
+                for row in zip(*columns, strict=True)
+            ]
+        if self._consent_idx is None:
+            return [self.consent.defaults] * n
+        levels = self.consent.levels
+        return [levels(v) for v in columns[self._consent_idx]]
+
+    def _write_keys(self, entities: list[tuple[str, int]], keys: dict[tuple[str, int], StoredKey]) -> None:
+        # keys in order of first use in the file: the keys file is the same whatever the chunk size
+        assert self._keys_writer is not None
+        seen = self._keys_seen
+        new: list[StoredKey] = []
+        for entity in entities:
+            key = keys[entity]
+            if key.key_link not in seen:
+                seen.add(key.key_link)
+                new.append(key)
+        if not new:
+            return
+        self._keys_writer.write_columns(
+            [
+                [k.key_link for k in new],
+                [k.keyset.to_tink_json() for k in new],
+                [k.policy_id for k in new],
+                [None if k.expires_at is None else str(k.expires_at) for k in new],
+            ]
+        )

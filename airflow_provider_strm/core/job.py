@@ -1,0 +1,241 @@
+"""The lifecycle every batch job shares: STRM states, atomic outputs, counts.
+
+A job reads one input file in chunks and writes one or more outputs. States
+follow STRM: PENDING (recorded) → STARTED (input, outputs and key store
+opened) → RUNNING (progress at least every 10 s) → FINISHED, or
+ERROR_STARTING (retry-worthy) / ERROR. Outputs are pending objects committed
+only after the last record; on any failure they are discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
+
+from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
+from airflow_provider_strm.core.contract import DataContract
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordReader, CsvRecordWriter, RecordChunk
+from airflow_provider_strm.core.errors import CsvFormatError, JobStartError, RecordError, StrmError
+from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.storage import PendingObject, Storage
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+
+#: Resolves a data connector (an Airflow connection id, or None for plain paths) to its storage.
+StorageResolver = Callable[[str | None], Storage]
+
+
+@dataclass
+class JobResult:
+    """What a job reports: never key material, never record values.
+
+    Always ``rows_in == rows_out + dead_lettered + excluded`` (for a derive job,
+    per derived output: see ``targets``).
+    """
+
+    job_id: str
+    state: str
+    kind: str
+    group_id: str
+    source: str
+    rows_in: int = 0
+    rows_out: int = 0
+    dead_lettered: int = 0
+    excluded: int = 0
+    keys_created: int = 0
+    keys_reused: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    targets: list[dict[str, object]] = field(default_factory=list)
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def counters(self) -> dict[str, int]:
+        names = ("rows_in", "rows_out", "dead_lettered", "excluded", "keys_created", "keys_reused", "bytes_out")
+        return {k: getattr(self, k) for k in names}
+
+
+def group_of(config: BatchJobConfig, source_path: str) -> str:
+    """The job's key group: the configured group id, else a group of its own derived from the file."""
+    if config.batch_job_group_id:
+        return config.batch_job_group_id
+    # Stable per file so a re-run of the same file without a group id reuses its keys.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"strm-file:{config.source_data.connection_id}:{source_path}"))
+
+
+def describe(loc: DataLocation, path: str) -> str:
+    """A location as users name it: ``conn_id:path`` (or the plain path)."""
+    return path if loc.connection_id is None else f"{loc.connection_id}:{path}"
+
+
+class BatchJob:
+    """Base of EncryptJob and DeriveJob: one input file, chunked, through the STRM lifecycle."""
+
+    kind = "job"
+
+    def __init__(
+        self,
+        config: BatchJobConfig,
+        contract: DataContract,
+        key_store: KeyStore | None,
+        storages: StorageResolver,
+        *,
+        input_location: DataLocation,
+        input_path: str,
+        group_id: str,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        context: dict[str, object] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        if not input_path:
+            raise StrmError(f"{self.kind} job has no input file: set it in the config or pass its path")
+        self.config = config
+        self.contract = contract
+        self.key_store = key_store
+        self.storages = storages
+        self.input_location = input_location
+        self.input_path = input_path
+        self.group_id = group_id
+        self.chunk_rows = chunk_rows
+        self.context = context or {}
+        self.job_id = job_id or str(uuid.uuid4())
+        self.input_name = describe(input_location, input_path)
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def check_header(self, header: list[str]) -> None:
+        """Refuse an input whose columns cannot work (raise CsvFormatError naming the column)."""
+
+    def open_outputs(self, header: list[str], pending: list[PendingObject]) -> None:
+        """Open the outputs (append each pending object to ``pending``, in commit order reversed)."""
+        raise NotImplementedError
+
+    def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+        raise NotImplementedError
+
+    def finish(self, result: JobResult) -> None:
+        """Fill in outputs and byte counts once every chunk is processed."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> JobResult:
+        result = JobResult(self.job_id, "PENDING", self.kind, self.group_id, self.input_name)
+        started = time.monotonic()
+        self._record_start()
+        pending: list[PendingObject] = []
+        try:
+            stream, reader = self._open(pending)
+            self._state("STARTED", None, result)
+            with stream:
+                self._state("RUNNING", "Started processing records.", result)
+                last = time.monotonic()
+                for chunk in reader.chunks():
+                    result.rows_in += len(chunk) + len(chunk.bad)
+                    if chunk.bad:
+                        bad = chunk.bad[0]
+                        raise RecordError(reader.name, bad.row, bad.reason)
+                    if len(chunk):
+                        self.process_chunk(chunk, result)
+                    if time.monotonic() - last >= PROGRESS_EVERY_S:
+                        last = time.monotonic()
+                        self._state(
+                            "RUNNING", f"Processed {result.rows_in} records in {int(last - started)} s.", result
+                        )
+            self.finish(result)
+            # outputs opened first are committed last: keys files before the data that needs them
+            for p in reversed(pending):
+                p.commit()
+            pending.clear()
+        except JobStartError as exc:
+            self._discard(pending)
+            self._state("ERROR_STARTING", str(exc), result)
+            raise
+        except BaseException as exc:
+            self._discard(pending)
+            self._state("ERROR", str(exc) if isinstance(exc, StrmError) else type(exc).__name__, result)
+            raise
+        result.seconds = round(time.monotonic() - started, 3)
+        rate = int(result.rows_in / result.seconds) if result.seconds > 0 else result.rows_in
+        result.message = f"Processed {result.rows_in} records in {int(result.seconds)} s. which is {rate} records/s."
+        self._state("FINISHED", result.message, result)
+        return result
+
+    def _open(self, pending: list[PendingObject]) -> tuple[BinaryIO, CsvRecordReader]:
+        """Open input and outputs, check the key store: every failure here is ERROR_STARTING."""
+        try:
+            if self.key_store is not None:
+                self.key_store.check()
+            stream = self.storages(self.input_location.connection_id).open_read(self.input_path)
+        except FileNotFoundError:
+            raise JobStartError(f"input file {self.input_name} does not exist") from None
+        except StrmError:
+            raise
+        except Exception as exc:  # connector libraries raise their own types; all mean "could not start"
+            raise JobStartError(f"cannot open {self.input_name}: {type(exc).__name__}: {exc}") from exc
+        try:
+            reader = CsvRecordReader(
+                stream, charset=self.input_location.charset, name=self.input_name, chunk_rows=self.chunk_rows
+            )
+            self.check_header(reader.header)
+            self.open_outputs(reader.header, pending)
+        except BaseException:
+            stream.close()
+            raise
+        return stream, reader
+
+    def open_output(
+        self, loc: DataLocation, path: str, header: list[str], pending: list[PendingObject]
+    ) -> CsvRecordWriter:
+        try:
+            sink = self.storages(loc.connection_id).open_write(path)
+        except StrmError:
+            raise
+        except Exception as exc:
+            raise JobStartError(f"cannot write {describe(loc, path)}: {type(exc).__name__}: {exc}") from exc
+        pending.append(sink)
+        return CsvRecordWriter(sink, header, charset=loc.charset)
+
+    def _record_start(self) -> None:
+        if self.key_store is None:
+            return
+        try:
+            self.key_store.create_job(
+                group_id=self.group_id, kind=self.kind, file=self.input_name, context=self.context, job_id=self.job_id
+            )
+        except StrmError:
+            raise
+        except Exception as exc:
+            raise JobStartError(f"key store not reachable: {type(exc).__name__}") from exc
+
+    def _state(self, state: str, message: str | None, result: JobResult) -> None:
+        result.state = state
+        if self.key_store is None:
+            return
+        try:
+            self.key_store.set_job_state(self.job_id, state, message, result.counters())
+        except Exception:  # a failing status write must not hide the job's own outcome
+            log.warning("could not record state %s of job %s", state, self.job_id, exc_info=True)
+
+    @staticmethod
+    def _discard(pending: list[PendingObject]) -> None:
+        for p in pending:
+            try:
+                p.abort()
+            except Exception:
+                log.warning("could not discard the partial output %s", p.path, exc_info=True)
+
+
+def require_columns(header: list[str], name: str, needed: dict[str, str | None]) -> None:
+    """``needed`` maps a setting's path to the column it names; each must be in the header."""
+    for what, column in needed.items():
+        if column is not None and column not in header:
+            raise CsvFormatError(f"{name} has no column {column!r} ({what}); its columns are {header}")

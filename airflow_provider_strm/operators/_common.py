@@ -1,0 +1,67 @@
+"""What the STRM operators share: config loading, retry policy, task identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+from airflow_provider_strm.core.config import BatchJobConfig, load_batch_job_config
+from airflow_provider_strm.core.contract import DataContract, load_data_contract
+from airflow_provider_strm.core.errors import JobStartError, StrmError
+
+#: Start failures (connector or key store unreachable) retry; anything wrong with the data fails at once.
+STRM_RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(exception=JobStartError, action=RetryAction.RETRY, reason="job could not start (ERROR_STARTING)"),
+        RetryRule(exception=StrmError, action=RetryAction.FAIL, reason="job failed while processing (ERROR)"),
+    ],
+    default=RetryAction.DEFAULT,
+)
+DEFAULT_RETRIES = 3
+
+ConfigArg = str | os.PathLike[str] | Mapping[str, Any]
+
+
+def load_job(
+    batch_job_config: ConfigArg, data_contract: ConfigArg, overrides: Mapping[str, Any]
+) -> tuple[BatchJobConfig, DataContract]:
+    config = load_batch_job_config(_as_doc(batch_job_config), {k: v for k, v in overrides.items()})
+    return config, load_data_contract(_as_doc(data_contract))
+
+
+def _as_doc(value: ConfigArg) -> str | Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else str(Path(value)) if isinstance(value, os.PathLike) else value
+
+
+def task_identity(context: Mapping[str, Any]) -> dict[str, object]:
+    """The identifiers recorded with a job so it can be found from the Airflow UI."""
+    ti = context.get("ti") or context.get("task_instance")
+    return {
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
+        "map_index": getattr(ti, "map_index", None),
+        "hostname": socket.gethostname(),
+    }
+
+
+def file_label(path: str | None) -> str:
+    return PurePosixPath(path).name if path else ""
+
+
+def connection_secret(conn_id: str) -> bytes:
+    """The secret of an Airflow connection (its password), masked in logs from here on."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
+
+    conn = BaseHook.get_connection(conn_id)
+    secret = conn.password or conn.extra_dejson.get("secret")
+    if not secret:
+        raise JobStartError(f"connection {conn_id!r} holds no secret (set its password)")
+    mask_secret(secret)
+    return secret.encode("utf-8")

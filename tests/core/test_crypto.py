@@ -1,0 +1,92 @@
+"""Our AES-SIV keysets and ciphertexts are Tink's and STRM's, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import tink
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tink import daead, secret_key_access
+
+from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset, ciphertext_key_id
+from airflow_provider_strm.core.errors import DecryptionError
+
+daead.register()
+
+
+def tink_primitive(keyset: Keyset) -> daead.DeterministicAead:
+    handle = tink.json_proto_keyset_format.parse(keyset.to_tink_json(), secret_key_access.TOKEN)
+    return handle.primitive(daead.DeterministicAead)
+
+
+def test_the_real_strm_key_encrypts_the_real_plaintext_to_the_real_ciphertext(strm_vectors: dict) -> None:
+    cipher = Keyset.from_tink_json(strm_vectors["encryptionKey"]).cipher()
+    assert cipher.encrypt(strm_vectors["plaintext"]) == strm_vectors["ciphertext"]
+    assert cipher.decrypt(strm_vectors["ciphertext"]) == "17850"
+
+
+def test_the_real_strm_keyset_round_trips_through_our_json(strm_vectors: dict) -> None:
+    keyset = Keyset.from_tink_json(strm_vectors["encryptionKey"])
+    assert json.loads(keyset.to_tink_json()) == json.loads(strm_vectors["encryptionKey"])
+
+
+KEYSET = Keyset.generate()
+TINK = tink_primitive(KEYSET)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_tink_decrypts_what_we_encrypt_and_we_decrypt_what_tink_encrypts(value: str) -> None:
+    keyset = KEYSET
+    ours = keyset.cipher()
+    theirs = TINK
+    ct = ours.encrypt(value)
+    assert theirs.decrypt_deterministically(base64.b64decode(ct), b"") == value.encode()
+    tink_ct = base64.b64encode(theirs.encrypt_deterministically(value.encode(), b"")).decode()
+    assert tink_ct == ct
+    assert ours.decrypt(tink_ct) == value
+
+
+def test_generated_keysets_are_valid_tink_keysets_with_the_tink_prefix() -> None:
+    keyset = Keyset.generate()
+    tink_primitive(keyset)  # parses as a Tink keyset
+    ct = keyset.cipher().encrypt("x")
+    assert ciphertext_key_id(ct) == keyset.key_id
+
+
+def test_a_tampered_ciphertext_raises_not_returns_garbage() -> None:
+    cipher = Keyset.generate().cipher()
+    ct = cipher.encrypt("secret value")
+    raw = bytearray(base64.b64decode(ct))
+    raw[-1] ^= 1
+    with pytest.raises(DecryptionError, match="does not authenticate"):
+        cipher.decrypt(base64.b64encode(bytes(raw)).decode())
+
+
+def test_a_ciphertext_of_another_key_is_refused_by_key_id() -> None:
+    ct = Keyset.generate().cipher().encrypt("v")
+    with pytest.raises(DecryptionError, match="key id"):
+        Keyset.generate().cipher().decrypt(ct)
+
+
+def test_not_base64_is_a_named_error() -> None:
+    with pytest.raises(DecryptionError, match="base64"):
+        DeterministicCipher(Keyset.generate()).decrypt("not base64!!")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{}", "not json", '{"primaryKeyId": 1, "key": []}', json.dumps({"primaryKeyId": 1, "key": [{"keyId": 1}]})],
+)
+def test_a_malformed_keyset_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="not a Tink AES-SIV JSON keyset"):
+        Keyset.from_tink_json(text)
+
+
+def test_a_keyset_never_shows_its_bytes_in_repr() -> None:
+    keyset = Keyset.generate()
+    assert keyset.key_bytes.hex() not in repr(keyset)
+    assert str(list(keyset.key_bytes)) not in repr(keyset)

@@ -1,0 +1,260 @@
+"""DeriveJob: consent decides which records and which PII fields a derived output shows."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference_checks import META, parse_csv
+
+from airflow_provider_strm.core.config import load_batch_job_config
+from airflow_provider_strm.core.contract import load_data_contract
+from airflow_provider_strm.core.derive import DeriveJob, keys_file_lookup
+from airflow_provider_strm.core.encrypt import EncryptJob
+from airflow_provider_strm.core.errors import RecordError
+from airflow_provider_strm.core.keystore import KeyStore, new_kek
+from airflow_provider_strm.core.masking import hmac_sha256_masker, murmur3_masker
+from airflow_provider_strm.core.storage import LocalStorage
+
+
+def test_strm_murmur3_masking_vectors_reproduce() -> None:
+    assert murmur3_masker("hi-there")("unique-5") == "1083e8169d7138e990cc30095578452"
+    assert murmur3_masker("")("strm_demo_user") == "788d082a29fd07f61e1df95bbe98ef9f"
+
+
+def test_hmac_masking_needs_a_real_secret() -> None:
+    with pytest.raises(ValueError):
+        hmac_sha256_masker(b"short")
+    assert hmac_sha256_masker(b"k" * 32)("a") != hmac_sha256_masker(b"j" * 32)("a")
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> Path:
+    (tmp_path / "bucket").mkdir()
+    return tmp_path / "bucket"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    ks = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
+    ks.ensure_schema()
+    return ks
+
+
+def test_the_strm_reference_job_derives_strms_output(strm_reference, strm_vectors, bucket, store) -> None:
+    shutil.copy(strm_reference / "uci_online_retail.csv", bucket)
+    config = load_batch_job_config(strm_reference / "batch-job-config.json")
+    contract = load_data_contract(strm_reference / "online-retail-contract.json")
+    storages = lambda conn_id: LocalStorage(bucket)  # noqa: E731
+    EncryptJob(config, contract, store, storages).run()
+    result = DeriveJob(config, contract, store, storages).run()
+    assert result.state == "FINISHED"
+    assert result.rows_in == result.rows_out + result.excluded == 19_998
+    derived = (bucket / "uci_online_retail/decrypted-0.csv").read_bytes()
+    lines = derived.split(b"\r\n")
+    expected = strm_vectors["expected_output_head"]
+    assert lines[0].decode() == expected[0]
+    rows = parse_csv(derived)
+    link = rows[0].index("strmMeta.keyLink")
+
+    def without_link(line: str) -> list[str]:
+        row = next(csv.reader([line]))
+        return row[:link] + row[link + 1 :]
+
+    assert without_link(lines[1].decode()) == without_link(expected[1])
+    line_536414 = next(line.decode() for line in lines if line.startswith(b'"536414"'))
+    assert without_link(line_536414) == without_link(expected[2])
+    source = parse_csv((strm_reference / "uci_online_retail.csv").read_bytes())[1:]
+    assert [r[: -len(META)] for r in rows[1:]] == source
+
+
+def test_the_real_strm_ciphertext_derives_to_its_plaintext_with_a_strm_keys_file(strm_vectors, bucket) -> None:
+    header = ["CustomerID", *META]
+    row = [
+        strm_vectors["ciphertext"],
+        "strmprivacy/online-retail/1.0.0",
+        "0",
+        "1291188360000",
+        strm_vectors["keyLink"],
+        None,
+        "[2]",
+    ]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows([header, row])
+    (bucket / "enc.csv").write_text(buf.getvalue())
+    keys = io.StringIO()
+    csv.writer(keys).writerows(
+        [
+            ["keyLink", "encryptionKey", "policyId", "expiresAt"],
+            [strm_vectors["keyLink"], strm_vectors["encryptionKey"], "", ""],
+        ]
+    )
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "x.csv"},
+            "encryption": {"timestamp_config": {"field": "ts"}},
+            "event_contract_ref": {"handle": "strmprivacy", "name": "online-retail", "version": "1.0.0"},
+            "encrypted_data": {"target": {"file_name": "enc.csv"}},
+            "derived_data": [
+                {"target": {"file_name": "out.csv"}, "consent_levels": [1], "consent_level_type": "CUMULATIVE"}
+            ],
+        }
+    )
+    contract = load_data_contract({"keyField": "CustomerID", "piiFields": {"CustomerID": 1}})
+    lookup = keys_file_lookup(keys.getvalue().encode())
+    DeriveJob(config, contract, lookup, lambda c: LocalStorage(bucket), encrypted_path="enc.csv").run()
+    assert parse_csv((bucket / "out.csv").read_bytes())[1][0] == "17850"
+
+
+def _encrypt_and_derive(
+    bucket: Path, store: KeyStore, records: list[dict[str, str]], pii: dict[str, int], derived: list[dict]
+):  # type: ignore[no-untyped-def]
+    header = ["id", "ts", "consent", *pii, "plain"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    for r in records:
+        writer.writerow([r[h] for h in header])
+    (bucket / "in.csv").write_text(buf.getvalue())
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "in.csv"},
+            "consent": {"default_consent_levels": [], "consent_level_extractor": {"field": "consent"}},
+            "encryption": {"timestamp_config": {"field": "ts"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"path_prefix": "enc"}},
+            "derived_data": derived,
+        }
+    )
+    contract = load_data_contract({"keyField": "id", "piiFields": pii})
+    storages = lambda c: LocalStorage(bucket)  # noqa: E731
+    EncryptJob(config, contract, store, storages).run()
+    result = DeriveJob(config, contract, store, storages).run()
+    encrypted = parse_csv((bucket / "enc/in-encrypted.csv").read_bytes())
+    outputs = [parse_csv((bucket / f"out{i}.csv").read_bytes()) for i in range(len(derived))]
+    return header, encrypted, outputs, result
+
+
+TIMES = ["2026-11-20T10:00:00Z", "2026-11-21T23:59:59Z"]
+FIELDS = st.dictionaries(st.sampled_from(["email", "ip", "name", "phone"]), st.integers(0, 3), min_size=1)
+CONSENT = st.one_of(
+    st.lists(st.integers(0, 3), max_size=4).map(lambda xs: json.dumps(sorted(set(xs)), separators=(",", ":"))),
+    st.integers(0, 3).map(str),
+    st.sampled_from(["", "garbage", "[1,"]),
+)
+TARGET = st.one_of(
+    st.builds(lambda n: {"consent_levels": [n], "consent_level_type": "CUMULATIVE"}, st.integers(0, 3)),
+    st.builds(
+        lambda s: {"consent_levels": sorted(s), "consent_level_type": "GRANULAR"},
+        st.sets(st.integers(0, 3), min_size=1),
+    ),
+)
+
+
+def _admits(target: dict, levels: set[int]) -> bool:
+    if target["consent_level_type"] == "CUMULATIVE":
+        return bool(levels) and max(levels) >= target["consent_levels"][0]
+    return set(target["consent_levels"]) <= levels
+
+
+def _permitted(target: dict, purpose: int) -> bool:
+    if target["consent_level_type"] == "CUMULATIVE":
+        return purpose <= target["consent_levels"][0]
+    return purpose in target["consent_levels"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pii=FIELDS,
+    targets=st.lists(TARGET, min_size=1, max_size=3),
+    data=st.data(),
+    masked=st.booleans(),
+)
+def test_derived_outputs_hold_exactly_what_consent_permits(tmp_path_factory, pii, targets, data, masked) -> None:
+    root = tmp_path_factory.mktemp("derive")
+    store = KeyStore(f"sqlite:///{root / 'keys.db'}", new_kek())
+    store.ensure_schema()
+    value = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=12)
+    records = data.draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {"id": st.sampled_from(["a", "b", ""]), "ts": st.sampled_from(TIMES),
+                 "consent": CONSENT, "plain": value, **{f: value for f in pii}}
+            ),
+            min_size=1, max_size=12,
+        )
+    )  # fmt: skip
+    mask_field = sorted(pii)[0]
+    derived = []
+    for i, t in enumerate(targets):
+        d = {"target": {"file_name": f"out{i}.csv"}, **t}
+        if masked:
+            d["masked_fields"] = {
+                "seed": "s33d",
+                "field_patterns": {"h/n/1": {"field_patterns": [mask_field, "plain"]}},
+            }
+        derived.append(d)
+    header, encrypted, outputs, result = _encrypt_and_derive(root, store, records, pii, derived)
+    masker = murmur3_masker("s33d")
+    for t, out, summary in zip(targets, outputs, result.targets, strict=True):
+        levels_of = [set(json.loads(r[-1])) for r in encrypted[1:]]
+        kept = [i for i, lv in enumerate(levels_of) if _admits(t, lv)]
+        assert summary["rows_out"] == len(out) - 1 == len(kept)
+        assert summary["rows_out"] + summary["excluded"] == len(records)
+        for row, i in zip(out[1:], kept, strict=True):
+            source, enc = records[i], encrypted[1 + i]
+            for col, name in enumerate(header):
+                got = row[col]
+                if name in pii and _permitted(t, pii[name]):
+                    want = source[name]
+                    if masked and name == mask_field and want != "":
+                        want = masker(want)
+                    assert got == want
+                elif name in pii:
+                    assert got == enc[col]  # stays the original ciphertext
+                    assert got == "" or got != source[name] or source[name] == ""
+                elif name == "plain" and masked:
+                    assert got == (masker(source[name]) if source[name] else "")
+                else:
+                    assert got == enc[col]
+
+
+def test_a_tampered_ciphertext_fails_naming_row_and_field(bucket, store) -> None:
+    records = [
+        {"id": "a", "ts": "2026-11-20T10:00:00Z", "consent": "[1]", "email": f"a{i}@x", "plain": "p"} for i in range(3)
+    ]
+    derived = [{"target": {"file_name": "out0.csv"}, "consent_levels": [1], "consent_level_type": "CUMULATIVE"}]
+    _encrypt_and_derive(bucket, store, records, {"email": 1}, derived)
+    path = bucket / "enc/in-encrypted.csv"
+    rows = parse_csv(path.read_bytes())
+    raw = bytearray(base64.b64decode(rows[2][3]))
+    raw[-1] ^= 0x55
+    rows[2][3] = base64.b64encode(bytes(raw)).decode()
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows(rows)
+    path.write_text(buf.getvalue())
+    (bucket / "out0.csv").unlink()
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "in.csv"},
+            "encryption": {"timestamp_config": {"field": "ts"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"path_prefix": "enc"}},
+            "derived_data": derived,
+        }
+    )
+    job = DeriveJob(
+        config, load_data_contract({"keyField": "id", "piiFields": {"email": 1}}), store, lambda c: LocalStorage(bucket)
+    )
+    with pytest.raises(RecordError) as err:
+        job.run()
+    assert (err.value.row, err.value.field) == (2, "email")
+    assert "does not authenticate" in str(err.value)
+    assert not (bucket / "out0.csv").exists()

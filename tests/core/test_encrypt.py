@@ -1,0 +1,107 @@
+"""EncryptJob on local files: the STRM reference job, determinism, groups and bad records."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from reference_checks import check_reference_outputs
+
+from airflow_provider_strm.core.config import load_batch_job_config
+from airflow_provider_strm.core.contract import load_data_contract
+from airflow_provider_strm.core.encrypt import EncryptJob
+from airflow_provider_strm.core.errors import RecordError
+from airflow_provider_strm.core.keystore import KeyStore, new_kek
+from airflow_provider_strm.core.storage import LocalStorage
+
+
+@pytest.fixture
+def bucket(tmp_path: Path) -> Path:
+    root = tmp_path / "bucket"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    ks = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
+    ks.ensure_schema()
+    return ks
+
+
+def reference_job(strm_reference: Path, bucket: Path, store: KeyStore, **kwargs) -> EncryptJob:  # type: ignore[no-untyped-def]
+    shutil.copy(strm_reference / "uci_online_retail.csv", bucket / "uci_online_retail.csv")
+    config = load_batch_job_config(strm_reference / "batch-job-config.json", kwargs.pop("overrides", None))
+    contract = load_data_contract(strm_reference / "online-retail-contract.json")
+    return EncryptJob(config, contract, store, lambda conn_id: LocalStorage(bucket), **kwargs)
+
+
+def test_the_strm_reference_job_runs_unchanged_on_local_files(strm_reference, strm_vectors, bucket, store) -> None:
+    result = reference_job(strm_reference, bucket, store, chunk_rows=4096).run()
+    assert result.state == "FINISHED"
+    assert result.rows_in == result.rows_out == 19_998
+    assert result.keys_created == store.count_keys() > 0
+    check_reference_outputs(
+        strm_reference / "uci_online_retail.csv",
+        (bucket / "uci_online_retail/encrypted.csv").read_bytes(),
+        (bucket / "uci_online_retail/keys.csv").read_bytes(),
+        strm_vectors,
+    )
+    assert [s["state"] for s in store.job(result.job_id)["states"]][:3] == ["PENDING", "STARTED", "RUNNING"]
+    assert store.job(result.job_id)["state"] == "FINISHED"
+    assert result.message and result.message.startswith("Processed 19998 records in ")
+
+
+def test_the_same_file_twice_gives_byte_identical_outputs_and_no_new_keys(strm_reference, bucket, store) -> None:
+    reference_job(strm_reference, bucket, store).run()
+    first = {p: (bucket / p).read_bytes() for p in ("uci_online_retail/encrypted.csv", "uci_online_retail/keys.csv")}
+    keys_before = store.count_keys()
+    again = reference_job(strm_reference, bucket, store, chunk_rows=777).run()
+    assert again.keys_created == 0 and store.count_keys() == keys_before
+    for path, data in first.items():
+        assert (bucket / path).read_bytes() == data
+
+
+def test_two_files_of_one_group_share_keys_for_the_same_value_and_day(strm_reference, bucket, store) -> None:
+    lines = (strm_reference / "uci_online_retail.csv").read_bytes().split(b"\n")
+    (bucket / "a.csv").write_bytes(b"\n".join(lines[:3000]) + b"\n")
+    (bucket / "b.csv").write_bytes(b"\n".join([lines[0], *lines[2000:5000]]) + b"\n")
+    config = load_batch_job_config(
+        strm_reference / "batch-job-config.json",
+        {
+            "encrypted_data.target.file_name": "{stem}.enc.csv",
+            "encryption_keys_data.target.file_name": "{stem}.keys.csv",
+        },
+    )
+    contract = load_data_contract(strm_reference / "online-retail-contract.json")
+    jobs = [
+        EncryptJob(config, contract, store, lambda c: LocalStorage(bucket), source_path=f) for f in ("a.csv", "b.csv")
+    ]
+    first, second = (job.run() for job in jobs)
+    assert first.keys_created > 0 and second.keys_reused > 0
+    enc_a = (bucket / "a.enc.csv").read_bytes().split(b"\r\n")
+    enc_b = (bucket / "b.enc.csv").read_bytes().split(b"\r\n")
+    # source rows 2000..2999 are in both files: identical encrypted lines (same keyLink, same ciphertext)
+    assert enc_a[2000:3000] == enc_b[1:1001]
+
+
+def test_a_malformed_timestamp_fails_naming_row_value_and_pattern_and_writes_nothing(bucket, store) -> None:
+    (bucket / "in.csv").write_text("id,ts\n1,2010-12-01 08:26:00\n2,2010/12/01 08:26\n")
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "in.csv"},
+            "encryption": {"timestamp_config": {"field": "ts", "format": "yyyy-MM-dd HH:mm:ss"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"path_prefix": "out"}},
+            "encryption_keys_data": {"target": {"path_prefix": "out"}},
+        }
+    )
+    contract = load_data_contract({"keyField": "id", "piiFields": {"id": 1}})
+    job = EncryptJob(config, contract, store, lambda c: LocalStorage(bucket))
+    with pytest.raises(RecordError) as err:
+        job.run()
+    assert err.value.row == 2
+    assert "Invalid timestamp [2010/12/01 08:26 does not match yyyy-MM-dd HH:mm:ss] in row #2" in str(err.value)
+    assert not (bucket / "out").exists() or list((bucket / "out").iterdir()) == []
+    assert store.job(job.job_id)["state"] == "ERROR"
