@@ -26,9 +26,14 @@ class AirflowHome:
         return path
 
     def dags_test(
-        self, dag_id: str, date: str = "2026-11-20", connections: dict[str, dict] | None = None, timeout: int = 300
+        self,
+        dag_id: str,
+        date: str = "2026-11-20",
+        connections: dict[str, dict] | None = None,
+        extra_env: dict[str, str] | None = None,
+        timeout: int = 300,
     ) -> subprocess.CompletedProcess[str]:
-        env = dict(self.env)
+        env = {**self.env, **(extra_env or {})}
         for conn_id, conn in (connections or {}).items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
         return subprocess.run(
