@@ -25,6 +25,7 @@ import pytest
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))  # shared test modules: reference_checks, airflow_harness
+sys.path.insert(0, str(TESTS / "core"))  # murmur3_reference
 
 # Airflow reads its home at import: give the test process one of its own before anything imports airflow.
 _HOME = Path(tempfile.mkdtemp(prefix="strm-test-airflow-"))

@@ -181,19 +181,35 @@ def normalise_keys(value: Any, path: str) -> Any:
     return value
 
 
+_INDEXED = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<index>\d+)\]$")
+
+
 def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b[0].c`` in ``doc``; ``None`` removes the key. Missing objects are created."""
+    node: Any = doc
     parts = dotted.split(".")
-    node = doc
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[part] = nxt
-        node = nxt
-    if value is None:
-        node.pop(parts[-1], None)
-    else:
-        node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        m = _INDEXED.match(part)
+        if m:
+            items = node.setdefault(m["name"], [])
+            index = int(m["index"])
+            if not isinstance(items, list) or index >= len(items):
+                raise ConfigError(dotted, f"{m['name']} has no item [{index}] to override")
+            if last:
+                items[index] = value
+                return
+            node = items[index]
+            continue
+        if last:
+            if value is None:
+                node.pop(part, None)
+            else:
+                node[part] = value
+            return
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
 
 
 class DocReader:

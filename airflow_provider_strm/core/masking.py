@@ -20,7 +20,8 @@ Masker = Callable[[str], str]
 
 def murmur3_masker(seed: str) -> Masker:
     def mask(value: str) -> str:
-        h1, h2 = mmh3.hash64((seed + value).encode("utf-8"), 0, True, False)
+        # keywords matter: mmh3 5.x ignores a positional `signed`
+        h1, h2 = mmh3.hash64((seed + value).encode("utf-8"), seed=0, x64arch=True, signed=False)
         return f"{h1:x}{h2:x}"
 
     return mask

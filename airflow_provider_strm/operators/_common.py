@@ -26,6 +26,28 @@ DEFAULT_RETRIES = 3
 
 ConfigArg = str | os.PathLike[str] | Mapping[str, Any]
 
+#: Task defaults of the STRM job operators: retries for start failures, mapped instances named by file.
+JOB_TASK_DEFAULTS: dict[str, Any] = {
+    "retries": DEFAULT_RETRIES,
+    "retry_policy": STRM_RETRY_POLICY,
+    "map_index_template": "{{ strm_file }}",
+}
+
+
+class StrmJobDefaults:
+    """Applies :data:`JOB_TASK_DEFAULTS` to direct and to ``.partial()`` (mapped) construction alike."""
+
+    @classmethod
+    def with_defaults(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for key, value in JOB_TASK_DEFAULTS.items():
+            kwargs.setdefault(key, value)
+        return kwargs
+
+    @classmethod
+    def partial(cls, **kwargs: Any):  # type: ignore[no-untyped-def]
+        # A mapped task takes these from partial()'s kwargs, never from __init__'s defaults.
+        return super().partial(**cls.with_defaults(kwargs))  # type: ignore[misc]
+
 
 def load_job(
     batch_job_config: ConfigArg, data_contract: ConfigArg, overrides: Mapping[str, Any]

@@ -11,9 +11,8 @@ from airflow_provider_strm.core.derive import DeriveJob, keys_file_lookup
 from airflow_provider_strm.hooks.connector import storage_for
 from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
 from airflow_provider_strm.operators._common import (
-    DEFAULT_RETRIES,
-    STRM_RETRY_POLICY,
     ConfigArg,
+    StrmJobDefaults,
     connection_secret,
     file_label,
     load_job,
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class DeriveDataOperator(BaseOperator):
+class DeriveDataOperator(StrmJobDefaults, BaseOperator):
     """Writes every ``derived_data`` target of a STRM config from one encrypted file.
 
     Each output keeps the records whose consent suffices (the others are
@@ -69,10 +68,7 @@ class DeriveDataOperator(BaseOperator):
         chunk_rows: int = 20_000,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", DEFAULT_RETRIES)
-        kwargs.setdefault("retry_policy", STRM_RETRY_POLICY)
-        kwargs.setdefault("map_index_template", "{{ strm_file }}")
-        super().__init__(**kwargs)
+        super().__init__(**self.with_defaults(kwargs))
         self.batch_job_config = batch_job_config
         self.data_contract = data_contract
         self.keystore_conn_id = keystore_conn_id

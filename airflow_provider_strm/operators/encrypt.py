@@ -11,9 +11,8 @@ from airflow_provider_strm.core.encrypt import EncryptJob
 from airflow_provider_strm.hooks.connector import storage_for
 from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
 from airflow_provider_strm.operators._common import (
-    DEFAULT_RETRIES,
-    STRM_RETRY_POLICY,
     ConfigArg,
+    StrmJobDefaults,
     file_label,
     load_job,
     task_identity,
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class EncryptBatchOperator(BaseOperator):
+class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
     """Encrypts the PII fields of one file, STRM-compatibly, with keys kept in the key store.
 
     Writes the encrypted file and the keys file named by the config (or
@@ -64,10 +63,7 @@ class EncryptBatchOperator(BaseOperator):
         chunk_rows: int = 20_000,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", DEFAULT_RETRIES)
-        kwargs.setdefault("retry_policy", STRM_RETRY_POLICY)
-        kwargs.setdefault("map_index_template", "{{ strm_file }}")
-        super().__init__(**kwargs)
+        super().__init__(**self.with_defaults(kwargs))
         self.batch_job_config = batch_job_config
         self.data_contract = data_contract
         self.keystore_conn_id = keystore_conn_id
