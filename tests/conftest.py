@@ -67,7 +67,10 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
 
 @pytest.fixture(scope="session")
 def strm_reference() -> Path:
-    for candidate in (ROOT.parent / "shared" / "strm-reference", ROOT / "../shared/strm-reference"):
+    candidates = [ROOT.parent / "shared" / "strm-reference"]
+    if os.environ.get("STRM_REFERENCE_DIR"):
+        candidates.insert(0, Path(os.environ["STRM_REFERENCE_DIR"]))
+    for candidate in candidates:
         if (candidate / "vectors.json").exists():
             return candidate.resolve()
     unavailable("the STRM reference job (../shared/strm-reference) is not next to this checkout")
