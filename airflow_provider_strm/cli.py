@@ -112,12 +112,15 @@ def _run_jobs(args: argparse.Namespace) -> object:
     config = load_batch_job_config(args.config, _overrides(args))
     contract = load_data_contract(args.contract)
     results = []
+    keys_file = getattr(args, "keys_file", None)
+    store = None if keys_file and args.command == "derive" else _key_store(args)
     if args.command in ("encrypt", "run"):
-        job = EncryptJob(config, contract, _key_store(args), storage_for, source_path=args.source_path)
+        assert store is not None
+        job = EncryptJob(config, contract, store, storage_for, source_path=args.source_path)
         results.append(job.run().to_dict())
     if args.command in ("derive", "run"):
-        keys_file = getattr(args, "keys_file", None)
-        keys = keys_file_lookup(Path(keys_file).read_bytes(), keys_file) if keys_file else _key_store(args)
+        keys = keys_file_lookup(Path(keys_file).read_bytes(), keys_file) if keys_file else store
+        assert keys is not None
         derive = DeriveJob(
             config, contract, keys, storage_for,
             source_path=args.source_path, encrypted_path=getattr(args, "encrypted_path", None), secrets=_secret,

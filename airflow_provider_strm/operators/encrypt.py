@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_strm.core.encrypt import EncryptJob
+from airflow_provider_strm.core.encrypt import ConsentFunction, EncryptJob
 from airflow_provider_strm.hooks.connector import storage_for
 from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
 from airflow_provider_strm.operators._common import (
@@ -38,6 +38,8 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
     :param batch_job_group_id: overrides ``encryption.batch_job_group_id``. (templated)
     :param config_overrides: dotted config paths → values, e.g.
         ``{"encrypted_data.target.path_prefix": "enc/{{ ds }}"}``; any config field. (templated)
+    :param consent_function: replaces STRM's consent extraction: a callable taking the record
+        (column → value) and returning its consent levels, e.g. to read consent from two columns.
     :param chunk_rows: records per chunk (memory stays flat whatever the file size).
     """
 
@@ -60,6 +62,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         source_path: str | None = None,
         batch_job_group_id: str | None = None,
         config_overrides: Mapping[str, Any] | None = None,
+        consent_function: ConsentFunction | None = None,
         chunk_rows: int = 20_000,
         **kwargs: Any,
     ) -> None:
@@ -70,6 +73,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         self.source_path = source_path
         self.batch_job_group_id = batch_job_group_id
         self.config_overrides = dict(config_overrides or {})
+        self.consent_function = consent_function
         self.chunk_rows = chunk_rows
 
     def _overrides(self) -> dict[str, Any]:
@@ -88,6 +92,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
             key_store,
             storage_for,
             source_path=self.source_path,
+            consent_function=self.consent_function,
             chunk_rows=self.chunk_rows,
             context=task_identity(context),
         )

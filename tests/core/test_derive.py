@@ -265,3 +265,34 @@ def test_a_tampered_ciphertext_fails_naming_row_and_field(bucket, store) -> None
     assert (err.value.row, err.value.field) == (2, "email")
     assert "does not authenticate" in str(err.value)
     assert not (bucket / "out0.csv").exists()
+
+
+def test_an_unknown_key_link_fails_naming_row_and_field(bucket, strm_vectors) -> None:
+    header = ["CustomerID", *META]
+    row = [
+        strm_vectors["ciphertext"],
+        "strmprivacy/online-retail/1.0.0",
+        "0",
+        "1",
+        "00000000-0000-4000-8000-000000000000",
+        None,
+        "[2]",
+    ]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerows([header, row])
+    (bucket / "enc.csv").write_text(buf.getvalue())
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "x.csv"},
+            "encryption": {"timestamp_config": {"field": "ts"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"file_name": "enc.csv"}},
+            "derived_data": [{"target": {"file_name": "out.csv"}, "consent_levels": [1]}],
+        }
+    )
+    contract = load_data_contract({"keyField": "CustomerID", "piiFields": {"CustomerID": 1}})
+    job = DeriveJob(config, contract, keys_file_lookup(b"keyLink,encryptionKey\r\n"), lambda c: LocalStorage(bucket))
+    with pytest.raises(RecordError) as err:
+        job.run()
+    assert (err.value.row, err.value.field) == (1, "CustomerID") and "no key for keyLink" in str(err.value)
+    assert not (bucket / "out.csv").exists()

@@ -105,3 +105,25 @@ def test_a_malformed_timestamp_fails_naming_row_value_and_pattern_and_writes_not
     assert "Invalid timestamp [2010/12/01 08:26 does not match yyyy-MM-dd HH:mm:ss] in row #2" in str(err.value)
     assert not (bucket / "out").exists() or list((bucket / "out").iterdir()) == []
     assert store.job(job.job_id)["state"] == "ERROR"
+
+
+def test_a_consent_function_replaces_strms_extraction(bucket, store) -> None:
+    (bucket / "in.csv").write_text(
+        "id,ts,marketing,analytics\na,2026-11-20T10:00:00Z,yes,no\nb,2026-11-20T10:00:00Z,yes,yes\n"
+    )
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "in.csv"},
+            "encryption": {"timestamp_config": {"field": "ts"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"file_name": "out.csv"}},
+        }
+    )
+
+    def consent(record):  # type: ignore[no-untyped-def]
+        return [level for level, col in ((1, "marketing"), (2, "analytics")) if record[col] == "yes"]
+
+    contract = load_data_contract({"keyField": "id", "piiFields": {"id": 1}})
+    EncryptJob(config, contract, store, lambda c: LocalStorage(bucket), consent_function=consent).run()
+    rows = (bucket / "out.csv").read_text().splitlines()
+    assert rows[1].endswith('"[1]"') and rows[2].endswith('"[1,2]"')

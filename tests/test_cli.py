@@ -1,0 +1,88 @@
+"""`strm-batch` runs the same jobs without a scheduler, connections resolved from AIRFLOW_CONN_* variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from reference_checks import parse_csv
+
+from airflow_provider_strm.core.keystore import new_kek
+
+CLI = str(Path(sys.executable).parent / "strm-batch")
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def demo_bucket(tmp_path: Path, strm_reference: Path) -> tuple[Path, dict[str, str]]:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    shutil.copy(strm_reference / "uci_online_retail.csv", bucket)
+    env = {
+        "AIRFLOW_CONN_S3-BATCH-DEMO": json.dumps({"conn_type": "fs", "extra": {"path": str(bucket)}}),
+        "STRM_KEK_SECRET": new_kek(),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    }
+    return bucket, env
+
+
+def test_run_encrypts_and_derives_the_reference_job(demo_bucket, strm_reference, tmp_path) -> None:
+    bucket, env = demo_bucket
+    config, contract = strm_reference / "batch-job-config.json", strm_reference / "online-retail-contract.json"
+    keystore = f"sqlite:///{tmp_path / 'keys.db'}"
+    done = run_cli("run", str(config), "--contract", str(contract), "--keystore", keystore, env=env)
+    assert done.returncode == 0, done.stderr
+    encrypt, derive = json.loads(done.stdout)
+    assert encrypt["state"] == derive["state"] == "FINISHED"
+    assert encrypt["rows_in"] == 19_998 and derive["rows_out"] + derive["excluded"] == 19_998
+    derived = parse_csv((bucket / "uci_online_retail/decrypted-0.csv").read_bytes())
+    source = parse_csv((strm_reference / "uci_online_retail.csv").read_bytes())
+    assert [row[:8] for row in derived] == [row[:8] for row in [source[0] + [], *source[1:]]]
+    # a keys file is enough to derive again, without the key store
+    (bucket / "uci_online_retail/decrypted-0.csv").unlink()
+    keys_file = str(bucket / "uci_online_retail/keys.csv")
+    again = run_cli("derive", str(config), "--contract", str(contract), "--keys-file", keys_file, env=env)
+    assert again.returncode == 0, again.stderr
+    assert parse_csv((bucket / "uci_online_retail/decrypted-0.csv").read_bytes()) == derived
+
+
+def test_exit_codes_tell_config_errors_from_data_errors_from_start_errors(
+    demo_bucket, strm_reference, tmp_path
+) -> None:
+    bucket, env = demo_bucket
+    contract = str(strm_reference / "online-retail-contract.json")
+    keystore = f"sqlite:///{tmp_path / 'keys.db'}"
+    bad_config = tmp_path / "bad.json"
+    doc = json.loads((strm_reference / "batch-job-config.json").read_text())
+    doc["encryption"]["timestamp_config"]["format"] = "yyyy-MM-dd QQQ"
+    bad_config.write_text(json.dumps(doc))
+    done = run_cli("encrypt", str(bad_config), "--contract", contract, "--keystore", keystore, env=env)
+    assert done.returncode == 2 and "encryption.timestamp_config.format" in done.stderr
+    config = str(strm_reference / "batch-job-config.json")
+    missing = run_cli(
+        "encrypt", config, "--contract", contract, "--keystore", keystore, "--source-path", "nope.csv", env=env
+    )
+    assert missing.returncode == 75 and "nope.csv" in missing.stderr
+    (bucket / "bad.csv").write_text("InvoiceNo,InvoiceDate,CustomerID\n1,yesterday,17850\n")
+    bad = run_cli(
+        "encrypt", config, "--contract", contract, "--keystore", keystore, "--source-path", "bad.csv", env=env
+    )
+    assert (
+        bad.returncode == 1
+        and "Invalid timestamp [yesterday does not match yyyy-MM-dd HH:mm:ss] in row #1" in bad.stderr
+    )
+
+
+def test_new_kek_prints_32_random_bytes_in_base64() -> None:
+    import base64
+
+    done = run_cli("keys", "new-kek", env={})
+    assert done.returncode == 0 and len(base64.b64decode(done.stdout.strip())) == 32
