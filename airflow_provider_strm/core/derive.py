@@ -170,8 +170,11 @@ class DeriveJob(BatchJob):
         links = columns[self._link_idx]
         levels = [self._levels(v, row) for v, row in zip(columns[self._consent_idx], chunk.rows, strict=True)]
         ciphers = {link: ks.cipher() for link, ks in self.lookup(set(links)).items()}
+        gone = self._removed({link for link in links if link not in ciphers})
+        for reason in (gone[link] for link in links if link in gone):
+            result.excluded_by_reason[reason] = result.excluded_by_reason.get(reason, 0) + 1
         for target in self.targets:
-            keep = [i for i, lv in enumerate(levels) if target.admits(lv)]
+            keep = [i for i, lv in enumerate(levels) if target.admits(lv) and links[i] not in gone]
             target.excluded += len(chunk) - len(keep)
             out: list[list[str]] = []
             for col, values in enumerate(columns):
@@ -199,6 +202,12 @@ class DeriveJob(BatchJob):
         result.rows_out, result.excluded = first.rows_out, first.excluded
 
     # ------------------------------------------------------------------ steps
+
+    def _removed(self, links: set[str]) -> dict[str, str]:
+        """Keys deliberately removed (forgotten subject, expired): their records are excluded, not errors."""
+        if not links or self.key_store is None:
+            return {}
+        return self.key_store.removed(links)
 
     def _levels(self, value: str, row: int) -> tuple[int, ...]:
         levels = parse_consent_value(value)

@@ -110,6 +110,8 @@ class EncryptJob(BatchJob):
         self._ts_idx = header.index(self.config.timestamp.field)
         self._consent_idx = header.index(self.config.consent.field) if self.config.consent.field else None
         self._pii_idx = [i for i, h in enumerate(header) if h in self.contract.pii_fields]
+        subject = self.contract.data_subject_field
+        self._subject_idx = header.index(subject) if subject and subject in header else None
         self._header = header
 
     def open_outputs(self, header: list[str], pending: list[PendingObject]) -> None:
@@ -127,6 +129,9 @@ class EncryptJob(BatchJob):
         entities = list(zip(columns[self._key_idx], (s - s % DAY_MS for s in stamps), strict=True))
         keys = self._keys(set(entities))
         links = [keys[e].key_link for e in entities]
+        if self._subject_idx is not None:
+            # remembered before any output is committed, so a subject can always be forgotten
+            self.key_store.link_subjects(self.group_id, set(zip(columns[self._subject_idx], links, strict=True)))
         for stored in keys.values():
             if stored.created:
                 result.keys_created += 1

@@ -54,6 +54,8 @@ class JobResult:
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
     targets: list[dict[str, object]] = field(default_factory=list)
+    #: records excluded from every output whatever their consent, by reason (``forgotten``, ``expired``)
+    excluded_by_reason: dict[str, int] = field(default_factory=dict)
     message: str | None = None
 
     def to_dict(self) -> dict[str, object]:

@@ -3,9 +3,14 @@
 SQLite is the embedded default, PostgreSQL the deployment choice; both are
 reached through SQLAlchemy Core. The store never holds raw identifiers: a
 key-field value is stored as a keyed digest (HMAC-SHA256 under a per-store
-secret). Keysets are wrapped at rest (AES-256-GCM) with a key-encryption key
-(KEK) the caller supplies; the digest secret is wrapped the same way, so a
-wrong KEK is detected at open time instead of producing garbage.
+secret). Keysets are wrapped at rest (AES-256-GCM, bound to their keyLink)
+with the store's data-encryption key (DEK), itself wrapped by a
+key-encryption key (KEK, see :mod:`kek`); a wrong KEK is detected when the
+store opens, never turned into garbage.
+
+Beyond STRM: forget a data subject (crypto-shredding: their keys are deleted
+and tombstoned), purge expired keys, export keys as a STRM keys file, rotate
+the KEK. Every such action leaves an audit record with counts, never values.
 
 Key creation is bulk and race-safe: ``INSERT .. ON CONFLICT DO NOTHING`` then
 read back, so N processes asking for the same key at once all get the one
@@ -15,24 +20,23 @@ that won.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import JobStartError, KeyStoreError
+from airflow_provider_strm.core.kek import KekProvider, LocalKek, aead_unwrap, aead_wrap, new_kek, parse_kek
+
+__all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
 SCHEMA_VERSION = 1
-_WRAP_VERSION = b"\x01"
 _BATCH = 400  # entities per SELECT / INSERT statement: below SQLite's variable limit
 
 metadata = sa.MetaData()
@@ -58,6 +62,34 @@ keys_table = sa.Table(
     sa.Column("expires_at", sa.BigInteger),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("group_id", "key_digest", "window_start", name="uq_strm_keys_entity_window"),
+)
+
+subject_keys_table = sa.Table(
+    "strm_subject_keys",
+    metadata,
+    sa.Column("group_id", sa.String(64), primary_key=True),
+    sa.Column("subject_digest", sa.String(64), primary_key=True),
+    sa.Column("key_link", sa.String(36), primary_key=True),
+)
+
+tombstones_table = sa.Table(
+    "strm_key_tombstones",
+    metadata,
+    sa.Column("key_link", sa.String(36), primary_key=True),
+    sa.Column("group_id", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("removed_at", sa.BigInteger, nullable=False),
+)
+
+audit_table = sa.Table(
+    "strm_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(250)),
+    sa.Column("group_id", sa.String(64)),
+    sa.Column("details", sa.JSON),
 )
 
 jobs_table = sa.Table(
@@ -91,24 +123,6 @@ job_states_table = sa.Table(
 )
 
 
-def parse_kek(value: str | bytes) -> bytes:
-    """A KEK given as base64 (or raw bytes): exactly 32 bytes."""
-    if isinstance(value, bytes) and len(value) == 32:
-        return value
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyStoreError("the key-encryption key must be 32 bytes, base64-encoded") from None
-    if len(raw) != 32:
-        raise KeyStoreError(f"the key-encryption key must be 32 bytes, got {len(raw)}")
-    return raw
-
-
-def new_kek() -> str:
-    """A fresh random KEK, base64, for a connection's ``kek_secret``."""
-    return base64.b64encode(os.urandom(32)).decode()
-
-
 @dataclass(frozen=True)
 class StoredKey:
     """A data key as the engine sees it. ``keyset`` is secret: never log or return it."""
@@ -127,11 +141,12 @@ class StoredKey:
 class KeyStore:
     """Keys and job records of one SQL database."""
 
-    def __init__(self, engine: sa.Engine | str, kek: str | bytes) -> None:
+    def __init__(self, engine: sa.Engine | str, kek: str | bytes | KekProvider) -> None:
         if isinstance(engine, str):
             engine = create_engine(engine)
         self.engine = engine
-        self._aead = AESGCM(parse_kek(kek))
+        self.kek: KekProvider = LocalKek(kek) if isinstance(kek, (str, bytes)) else kek
+        self._dek: bytes | None = None
         self._digest_secret: bytes | None = None
 
     # ------------------------------------------------------------------ schema
@@ -146,22 +161,30 @@ class KeyStore:
         except sa.exc.IntegrityError:
             pass  # another process created the same tables at the same moment
         with self.engine.begin() as conn:
-            self._insert_ignore(conn, schema_table, [{"name": "version", "value": str(SCHEMA_VERSION)}], ["name"])
-            secret = os.urandom(32)
-            wrapped = base64.b64encode(self._wrap(secret, b"digest-secret")).decode()
-            self._insert_ignore(conn, schema_table, [{"name": "digest_secret", "value": wrapped}], ["name"])
             rows = dict(conn.execute(sa.select(schema_table.c.name, schema_table.c.value)).all())
+            if "dek" not in rows:  # a new store: its DEK is made (and wrapped by the KEK) exactly once
+                dek = os.urandom(32)
+                initial = [
+                    {"name": "version", "value": str(SCHEMA_VERSION)},
+                    {"name": "dek", "value": _b64(self.kek.wrap(dek, b"dek"))},
+                    {"name": "kek_name", "value": self.kek.name},
+                    {"name": "digest_secret", "value": _b64(aead_wrap(dek, os.urandom(32), b"digest-secret"))},
+                ]
+                self._insert_ignore(conn, schema_table, initial, ["name"])
+                rows = dict(conn.execute(sa.select(schema_table.c.name, schema_table.c.value)).all())
         version = int(rows["version"])
         if version > SCHEMA_VERSION:
             raise KeyStoreError(
                 f"key store schema version {version} is newer than this provider understands ({SCHEMA_VERSION})"
             )
         try:
-            self._digest_secret = self._unwrap(base64.b64decode(rows["digest_secret"]), b"digest-secret")
+            self._dek = self.kek.unwrap(base64.b64decode(rows["dek"]), b"dek")
         except KeyStoreError:
             raise KeyStoreError(
-                f"the key-encryption key does not open key store {self._where()}: wrong KEK for this store"
+                f"the key-encryption key ({self.kek.name}) does not open key store {self._where()}, "
+                f"which was wrapped with {rows.get('kek_name')}: wrong KEK for this store"
             ) from None
+        self._digest_secret = aead_unwrap(self._dek, base64.b64decode(rows["digest_secret"]), b"digest-secret")
 
     def check(self) -> None:
         """Raise :class:`JobStartError` if the database cannot be reached."""
@@ -173,12 +196,13 @@ class KeyStore:
 
     # ------------------------------------------------------------------ keys
 
-    def digest(self, group_id: str, value: str) -> str:
-        """The keyed digest stored instead of a key-field value."""
+    def digest(self, group_id: str, value: str, kind: str = "key") -> str:
+        """The keyed digest stored instead of a key-field (or data-subject) value."""
         if self._digest_secret is None:
             self.ensure_schema()
         assert self._digest_secret is not None
-        return hmac.new(self._digest_secret, f"{group_id}\x00{value}".encode(), hashlib.sha256).hexdigest()
+        text = f"{group_id}\x00{value}" if kind == "key" else f"{group_id}\x00{kind}\x00{value}"
+        return hmac.new(self._digest_secret, text.encode(), hashlib.sha256).hexdigest()
 
     def get_or_create(
         self,
@@ -277,6 +301,172 @@ class KeyStore:
         keyset = Keyset.from_tink_json(self._unwrap(row.wrapped_keyset, row.key_link.encode()).decode())
         return StoredKey(row.key_link, keyset, row.window_start, row.policy_id, row.expires_at, created)
 
+    # ------------------------------------------------------------------ data subjects and key management
+
+    def link_subjects(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """Remember which keys encrypted which data subject's records (as digests), so they can be forgotten."""
+        rows = sorted({(self.digest(group_id, subject, "subject"), link) for subject, link in pairs if subject != ""})
+        if not rows:
+            return
+        records = [{"group_id": group_id, "subject_digest": d, "key_link": link} for d, link in rows]
+        with self.engine.begin() as conn:
+            for i in range(0, len(records), _BATCH):
+                self._insert_ignore(
+                    conn, subject_keys_table, records[i : i + _BATCH], ["group_id", "subject_digest", "key_link"]
+                )
+
+    def forget_subjects(self, group_id: str, subjects: Iterable[str], *, actor: str | None = None) -> dict[str, int]:
+        """Crypto-shred data subjects: delete every key that encrypted their records, in all windows.
+
+        Their ciphertexts can no longer be decrypted by anyone; derive jobs exclude their
+        records with the reason ``forgotten``. Returns counts; the audit record holds no value.
+        """
+        digests = sorted({self.digest(group_id, s, "subject") for s in subjects})
+        with self.engine.begin() as conn:
+            links: set[str] = set()
+            for i in range(0, len(digests), _BATCH):
+                part = digests[i : i + _BATCH]
+                links.update(
+                    conn.execute(
+                        sa.select(subject_keys_table.c.key_link).where(
+                            subject_keys_table.c.group_id == group_id, subject_keys_table.c.subject_digest.in_(part)
+                        )
+                    ).scalars()
+                )
+                conn.execute(
+                    subject_keys_table.delete().where(
+                        subject_keys_table.c.group_id == group_id, subject_keys_table.c.subject_digest.in_(part)
+                    )
+                )
+            deleted = self._remove_keys(conn, group_id, sorted(links), "forgotten")
+            counts = {"subjects": len(digests), "keys_deleted": deleted}
+            self._audit(conn, "forget_subjects", actor, group_id, counts)
+        return counts
+
+    def purge_expired(self, *, now_ms: int | None = None, group_id: str | None = None, actor: str | None = None) -> int:
+        """Delete the keys whose ``expiresAt`` has passed (optionally of one group); returns how many."""
+        now = _now_ms() if now_ms is None else now_ms
+        query = sa.select(keys_table.c.group_id, keys_table.c.key_link).where(
+            keys_table.c.expires_at.is_not(None), keys_table.c.expires_at <= now
+        )
+        if group_id is not None:
+            query = query.where(keys_table.c.group_id == group_id)
+        with self.engine.begin() as conn:
+            by_group: dict[str, list[str]] = {}
+            for group, link in conn.execute(query):
+                by_group.setdefault(group, []).append(link)
+            total = sum(self._remove_keys(conn, g, links, "expired") for g, links in sorted(by_group.items()))
+            self._audit(conn, "purge_expired", actor, group_id, {"keys_deleted": total, "now": now})
+        return total
+
+    def removed(self, key_links: Iterable[str]) -> dict[str, str]:
+        """Why keys are gone: keyLink → ``forgotten`` | ``expired``, for the links that were removed."""
+        links = sorted(set(key_links))
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for i in range(0, len(links), _BATCH):
+                query = sa.select(tombstones_table.c.key_link, tombstones_table.c.reason).where(
+                    tombstones_table.c.key_link.in_(links[i : i + _BATCH])
+                )
+                out.update(dict(conn.execute(query).all()))
+        return out
+
+    def export_keys(
+        self, group_id: str, *, window_from: int | None = None, window_to: int | None = None
+    ) -> Iterator[StoredKey]:
+        """The keys of a group whose window starts in ``[window_from, window_to)``, oldest first."""
+        query = sa.select(keys_table).where(keys_table.c.group_id == group_id)
+        if window_from is not None:
+            query = query.where(keys_table.c.window_start >= window_from)
+        if window_to is not None:
+            query = query.where(keys_table.c.window_start < window_to)
+        query = query.order_by(keys_table.c.window_start, keys_table.c.key_link)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=1000).execute(query):
+                yield self._stored(row, False)
+
+    def rotate_kek(self, new_kek: KekProvider | str | bytes, *, actor: str | None = None) -> int:
+        """Re-wrap every keyset under a fresh DEK wrapped by ``new_kek``; data keys do not change.
+
+        One transaction: either everything is re-wrapped or nothing is. Returns the number of keys.
+        """
+        target: KekProvider = LocalKek(new_kek) if isinstance(new_kek, (str, bytes)) else new_kek
+        if self._dek is None:
+            self.ensure_schema()
+        assert self._dek is not None and self._digest_secret is not None
+        new_dek = os.urandom(32)
+        count = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(keys_table.c.id, keys_table.c.key_link, keys_table.c.wrapped_keyset)).all()
+            for i in range(0, len(rows), _BATCH):
+                updates = [
+                    {
+                        "row_id": r.id,
+                        "blob": aead_wrap(
+                            new_dek, aead_unwrap(self._dek, r.wrapped_keyset, r.key_link.encode()), r.key_link.encode()
+                        ),
+                    }
+                    for r in rows[i : i + _BATCH]
+                ]
+                conn.execute(
+                    keys_table.update()
+                    .where(keys_table.c.id == sa.bindparam("row_id"))
+                    .values(wrapped_keyset=sa.bindparam("blob")),
+                    updates,
+                )
+                count += len(updates)
+            settings = {
+                "dek": _b64(target.wrap(new_dek, b"dek")),
+                "kek_name": target.name,
+                "digest_secret": _b64(aead_wrap(new_dek, self._digest_secret, b"digest-secret")),
+            }
+            for name, value in settings.items():
+                conn.execute(schema_table.update().where(schema_table.c.name == name).values(value=value))
+            self._audit(
+                conn, "rotate_kek", actor, None, {"keys_rewrapped": count, "from": self.kek.name, "to": target.name}
+            )
+        self.kek, self._dek = target, new_dek
+        return count
+
+    def groups(self) -> list[dict[str, object]]:
+        """A summary per group: number of keys, first and last window, how many have expired."""
+        now = _now_ms()
+        expired = sa.func.sum(sa.case((keys_table.c.expires_at <= now, 1), else_=0))
+        query = (
+            sa.select(
+                keys_table.c.group_id,
+                sa.func.count().label("keys"),
+                sa.func.min(keys_table.c.window_start).label("first_window"),
+                sa.func.max(keys_table.c.window_start).label("last_window"),
+                expired.label("expired"),
+            )
+            .group_by(keys_table.c.group_id)
+            .order_by(keys_table.c.group_id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) | {"expired": int(r.expired or 0)} for r in conn.execute(query)]
+
+    def audit_log(self) -> list[dict[str, object]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(audit_table).order_by(audit_table.c.id))]
+
+    def _remove_keys(self, conn: sa.Connection, group_id: str, links: list[str], reason: str) -> int:
+        deleted = 0
+        now = _now_ms()
+        for i in range(0, len(links), _BATCH):
+            part = links[i : i + _BATCH]
+            deleted += conn.execute(keys_table.delete().where(keys_table.c.key_link.in_(part))).rowcount or 0
+            tombs = [{"key_link": link, "group_id": group_id, "reason": reason, "removed_at": now} for link in part]
+            self._insert_ignore(conn, tombstones_table, tombs, ["key_link"])
+        return deleted
+
+    def _audit(self, conn: sa.Connection, action: str, actor: str | None, group_id: str | None, details: dict) -> None:
+        conn.execute(
+            audit_table.insert().values(
+                at=_now_ms(), action=action, actor=actor or _default_actor(), group_id=group_id, details=details
+            )
+        )
+
     # ------------------------------------------------------------------ job records
 
     def create_job(
@@ -342,16 +532,16 @@ class KeyStore:
     # ------------------------------------------------------------------ helpers
 
     def _wrap(self, plaintext: bytes, bound_to: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return _WRAP_VERSION + nonce + self._aead.encrypt(nonce, plaintext, bound_to)
+        if self._dek is None:
+            self.ensure_schema()
+        assert self._dek is not None
+        return aead_wrap(self._dek, plaintext, bound_to)
 
     def _unwrap(self, blob: bytes, bound_to: bytes) -> bytes:
-        if not blob or blob[:1] != _WRAP_VERSION:
-            raise KeyStoreError("a wrapped key has an unknown format")
-        try:
-            return self._aead.decrypt(blob[1:13], blob[13:], bound_to)
-        except InvalidTag:
-            raise KeyStoreError("a wrapped key does not open with this key-encryption key") from None
+        if self._dek is None:
+            self.ensure_schema()
+        assert self._dek is not None
+        return aead_unwrap(self._dek, blob, bound_to)
 
     def _insert_ignore(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict], index: list[str]) -> None:
         if not rows:
@@ -372,7 +562,7 @@ class KeyStore:
 def create_engine(url: str) -> sa.Engine:
     """An engine for a key-store URL; SQLite gets a busy timeout so concurrent writers wait, not fail."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
+        engine = sa.create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -382,7 +572,22 @@ def create_engine(url: str) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    # hide_parameters: an error must never print wrapped keys or digests into a log
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+
+
+def _default_actor() -> str:
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # no user name in some containers
+        return socket.gethostname()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _now_ms() -> int:
