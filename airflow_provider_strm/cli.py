@@ -54,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="key store administration")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("new-kek", help="print a fresh random key-encryption key (base64)")
+    listing = keys_sub.add_parser("list", help="keys per group: count, first/last window, expired")
+    export = keys_sub.add_parser("export", help="write a group's keys as a STRM keys file")
+    export.add_argument("group_id")
+    export.add_argument("--to-file", required=True, metavar="[CONN_ID:]PATH", help="target (a data connector path)")
+    export.add_argument("--from-day", help="first UTC day included (YYYY-MM-DD)")
+    export.add_argument("--until-day", help="first UTC day excluded (YYYY-MM-DD)")
+    forget = keys_sub.add_parser("forget", help="crypto-shred data subjects (values read from stdin or a file)")
+    forget.add_argument("group_id")
+    forget.add_argument(
+        "--subjects-file", default="-", help="one data-subject value per line ('-' = stdin, the default)"
+    )
+    purge = keys_sub.add_parser("purge", help="delete keys past their expiresAt")
+    purge.add_argument("--group-id", help="only this group")
+    rotate = keys_sub.add_parser("rotate-kek", help="re-wrap every key under a new KEK")
+    rotate.add_argument(
+        "--new-kek-env", default="STRM_NEW_KEK_SECRET", help="environment variable holding the new KEK (base64)"
+    )
+    for cmd in (listing, export, forget, purge, rotate):
+        _keystore_args(cmd)
     return parser
 
 
@@ -105,8 +124,9 @@ def _run_jobs(args: argparse.Namespace) -> object:
 
     from airflow_provider_strm.core.config import load_batch_job_config
     from airflow_provider_strm.core.contract import load_data_contract
-    from airflow_provider_strm.core.derive import DeriveJob, keys_file_lookup
+    from airflow_provider_strm.core.derive import DeriveJob
     from airflow_provider_strm.core.encrypt import EncryptJob
+    from airflow_provider_strm.core.keyfiles import keys_file_lookup
     from airflow_provider_strm.hooks.connector import storage_for
 
     config = load_batch_job_config(args.config, _overrides(args))
@@ -129,6 +149,33 @@ def _run_jobs(args: argparse.Namespace) -> object:
     return results[0] if len(results) == 1 else results
 
 
+def _keys(args: argparse.Namespace) -> object:
+    store = _key_store(args)
+    if args.keys_command == "list":
+        return store.groups()
+    if args.keys_command == "export":
+        from airflow_provider_strm.core.keyfiles import export_keys_file
+        from airflow_provider_strm.hooks.connector import storage_for
+        from airflow_provider_strm.operators.keys import day_ms
+
+        conn_id, _, path = args.to_file.rpartition(":")
+        keys = store.export_keys(args.group_id, window_from=day_ms(args.from_day), window_to=day_ms(args.until_day))
+        return {"group_id": args.group_id, "keys": export_keys_file(keys, storage_for(conn_id or None), path)}
+    if args.keys_command == "forget":
+        source = sys.stdin if args.subjects_file == "-" else open(args.subjects_file, encoding="utf-8")  # noqa: SIM115
+        with source:
+            subjects = [line.strip() for line in source if line.strip()]
+        return store.forget_subjects(args.group_id, subjects)
+    if args.keys_command == "purge":
+        return {"keys_deleted": store.purge_expired(group_id=args.group_id)}
+    if args.keys_command == "rotate-kek":
+        new = os.environ.get(args.new_kek_env)
+        if not new:
+            raise ConfigError("--new-kek-env", f"environment variable {args.new_kek_env} holds no new KEK")
+        return {"keys_rewrapped": store.rotate_kek(new)}
+    raise ConfigError("keys", f"unknown command {args.keys_command}")
+
+
 def _secret(conn_id: str) -> bytes:
     from airflow_provider_strm.operators._common import connection_secret
 
@@ -142,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keys" and args.keys_command == "new-kek":
             print(new_kek())
             return 0
-        result = _run_jobs(args)
+        result = _keys(args) if args.command == "keys" else _run_jobs(args)
     except ConfigError as exc:
         print(f"strm-batch: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -152,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StrmError as exc:
         print(f"strm-batch: job failed: {exc}", file=sys.stderr)
         return EXIT_PROCESSING
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -86,3 +86,46 @@ def test_new_kek_prints_32_random_bytes_in_base64() -> None:
 
     done = run_cli("keys", "new-kek", env={})
     assert done.returncode == 0 and len(base64.b64decode(done.stdout.strip())) == 32
+
+
+def test_keys_commands_list_export_forget_rotate_and_purge(demo_bucket, strm_reference, tmp_path) -> None:
+    bucket, env = demo_bucket
+    config, contract = strm_reference / "batch-job-config.json", strm_reference / "online-retail-contract.json"
+    ks = ["--keystore", f"sqlite:///{tmp_path / 'keys.db'}"]
+    assert run_cli("encrypt", str(config), "--contract", str(contract), *ks, env=env).returncode == 0
+    group = "7824e975-20e1-4995-b129-2f9582728ca5"
+    (listed,) = json.loads(run_cli("keys", "list", *ks, env=env).stdout)
+    assert listed["group_id"] == group and listed["keys"] > 0
+    export = run_cli(
+        "keys",
+        "export",
+        group,
+        "--to-file",
+        "s3-batch-demo:export/keys.csv",
+        "--from-day",
+        "2010-12-01",
+        "--until-day",
+        "2010-12-02",
+        *ks,
+        env=env,
+    )
+    assert export.returncode == 0, export.stderr
+    exported = parse_csv((bucket / "export/keys.csv").read_bytes())
+    assert exported[0] == ["keyLink", "encryptionKey", "policyId", "expiresAt"]
+    assert 0 < len(exported) - 1 == json.loads(export.stdout)["keys"] < listed["keys"]
+    forget = subprocess.run(
+        [CLI, "keys", "forget", group, *ks],
+        input="17850\n12583\n",
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert forget.returncode == 0 and json.loads(forget.stdout)["subjects"] == 2
+    assert "17850" not in forget.stdout + forget.stderr
+    new = new_kek()
+    rotated = run_cli("keys", "rotate-kek", *ks, env={**env, "STRM_NEW_KEK_SECRET": new})
+    assert json.loads(rotated.stdout)["keys_rewrapped"] == listed["keys"] - json.loads(forget.stdout)["keys_deleted"]
+    stale = run_cli("keys", "purge", *ks, env=env)
+    assert stale.returncode == 1 and "wrong KEK" in stale.stderr
+    purged = run_cli("keys", "purge", *ks, env={**env, "STRM_KEK_SECRET": new})
+    assert json.loads(purged.stdout) == {"keys_deleted": 0}  # this job set no retention

@@ -13,8 +13,6 @@ never an empty or garbage value.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -24,7 +22,7 @@ from airflow_provider_strm.core.consent import parse_consent_value
 from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordWriter, RecordChunk
-from airflow_provider_strm.core.errors import ConfigError, DecryptionError, RecordError, StrmError
+from airflow_provider_strm.core.errors import ConfigError, DecryptionError, RecordError
 from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, describe, group_of, require_columns
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
@@ -42,27 +40,6 @@ _CONSENT = "strmMeta.consentLevels"
 def key_store_lookup(store: KeyStore) -> KeyLookup:
     def lookup(links: Iterable[str]) -> Mapping[str, Keyset]:
         return {link: k.keyset for link, k in store.keys_by_link(links).items()}
-
-    return lookup
-
-
-def keys_file_lookup(data: bytes, name: str = "keys file") -> KeyLookup:
-    """Keys from a STRM keys file (``keyLink,encryptionKey,policyId,expiresAt``)."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
-    header = next(reader, None)
-    if not header or header[:2] != ["keyLink", "encryptionKey"]:
-        raise StrmError(f"{name} is not a STRM keys file: its header is {header}")
-    keys: dict[str, Keyset] = {}
-    for row_no, row in enumerate(reader, start=1):
-        if not row:
-            continue
-        try:
-            keys[row[0]] = Keyset.from_tink_json(row[1])
-        except (ValueError, IndexError) as exc:
-            raise RecordError(name, row_no, f"unreadable key ({exc})", field="encryptionKey") from None
-
-    def lookup(links: Iterable[str]) -> Mapping[str, Keyset]:
-        return {link: keys[link] for link in links if link in keys}
 
     return lookup
 

@@ -24,6 +24,7 @@ from airflow_provider_strm.core.job import (
     group_of,
     require_columns,
 )
+from airflow_provider_strm.core.keyfiles import KEYS_HEADER, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
 from airflow_provider_strm.core.storage import PendingObject
 from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
@@ -36,7 +37,6 @@ META_COLUMNS = (
     "strmMeta.billingId",
     "strmMeta.consentLevels",
 )
-KEYS_HEADER = ("keyLink", "encryptionKey", "policyId", "expiresAt")
 
 #: Replaces STRM's consent extraction: takes a record (column → value), returns its consent levels.
 ConsentFunction = Callable[[Mapping[str, str]], "ConsentLevels | list[int]"]
@@ -226,13 +226,4 @@ class EncryptJob(BatchJob):
             if key.key_link not in seen:
                 seen.add(key.key_link)
                 new.append(key)
-        if not new:
-            return
-        self._keys_writer.write_columns(
-            [
-                [k.key_link for k in new],
-                [k.keyset.to_tink_json() for k in new],
-                [k.policy_id for k in new],
-                [None if k.expires_at is None else str(k.expires_at) for k in new],
-            ]
-        )
+        write_keys(self._keys_writer, new)

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from airflow_provider_strm.core.errors import JobStartError, StrmError
+from airflow_provider_strm.core.kek import AwsKmsKek, GcpKmsKek, KekProvider, LocalKek
 from airflow_provider_strm.core.keystore import KeyStore
 
 
@@ -19,8 +20,13 @@ class StrmKeyStoreHook(BaseHook):
     ``sqlite:///...`` or ``postgresql+psycopg2://...``); a PostgreSQL server
     given by host/port/login/password/schema; else an embedded SQLite file at
     ``extra.path`` (default ``$AIRFLOW_HOME/strm_keystore.db``).
-    The key-encryption key is ``extra.kek_secret`` (32 bytes, base64; generate
-    one with ``strm-batch keys new-kek``); it is masked in logs and the UI.
+    The key-encryption key (KEK) is chosen by ``extra.kek_provider``:
+
+    - ``local`` (default): ``extra.kek_secret``, 32 bytes base64 (``strm-batch keys new-kek``),
+      masked in logs and the UI;
+    - ``aws_kms``: ``extra.kms_key_id`` through the ``aws`` connection ``extra.aws_conn_id``;
+    - ``gcp_kms``: ``extra.kms_key_name`` through the ``google_cloud_platform`` connection
+      ``extra.gcp_conn_id``.
 
     :param keystore_conn_id: the connection id (default ``strm_keystore_default``).
     """
@@ -67,18 +73,42 @@ class StrmKeyStoreHook(BaseHook):
         except Exception as exc:
             raise JobStartError(f"key-store connection {self.keystore_conn_id!r} cannot be loaded: {exc}") from None
 
+    def kek_provider(self) -> KekProvider:
+        """The KEK named by the connection (see the class docstring)."""
+        extra = self._connection().extra_dejson
+        kind = extra.get("kek_provider", "local")
+        if kind == "local":
+            kek = extra.get("kek_secret")
+            if not kek:
+                raise JobStartError(
+                    f"key-store connection {self.keystore_conn_id!r} has no extra.kek_secret "
+                    "(a base64 32-byte key-encryption key; `strm-batch keys new-kek` makes one)"
+                )
+            self._mask(kek)
+            return LocalKek(kek)
+        if kind == "aws_kms":
+            from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+            client = AwsBaseHook(aws_conn_id=extra.get("aws_conn_id", "aws_default"), client_type="kms").get_conn()
+            return AwsKmsKek(client, self._require(extra, "kms_key_id"))
+        if kind == "gcp_kms":
+            from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+            from google.cloud.kms import KeyManagementServiceClient
+
+            google = GoogleBaseHook(gcp_conn_id=extra.get("gcp_conn_id", "google_cloud_default"))
+            client = KeyManagementServiceClient(credentials=google.get_credentials())
+            return GcpKmsKek(client, self._require(extra, "kms_key_name"))
+        raise JobStartError(f"key-store connection {self.keystore_conn_id!r}: unknown kek_provider {kind!r}")
+
+    def _require(self, extra: dict[str, Any], name: str) -> str:
+        if not extra.get(name):
+            raise JobStartError(f"key-store connection {self.keystore_conn_id!r} needs extra.{name}")
+        return str(extra[name])
+
     @cached_property
     def key_store(self) -> KeyStore:
         """The opened key store, its schema created or checked."""
-        conn = self._connection()
-        kek = conn.extra_dejson.get("kek_secret")
-        if not kek:
-            raise JobStartError(
-                f"key-store connection {self.keystore_conn_id!r} has no extra.kek_secret "
-                "(a base64 32-byte key-encryption key; `strm-batch keys new-kek` makes one)"
-            )
-        self._mask(kek)
-        store = KeyStore(self.url(), kek)
+        store = KeyStore(self.url(), self.kek_provider())
         store.ensure_schema()
         return store
 

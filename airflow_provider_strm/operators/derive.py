@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_strm.core.derive import DeriveJob, keys_file_lookup
+from airflow_provider_strm.core.derive import DeriveJob
+from airflow_provider_strm.core.keyfiles import keys_file_lookup
 from airflow_provider_strm.hooks.connector import storage_for
 from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
 from airflow_provider_strm.operators._common import (

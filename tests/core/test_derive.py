@@ -17,9 +17,10 @@ from reference_checks import META, parse_csv
 
 from airflow_provider_strm.core.config import load_batch_job_config
 from airflow_provider_strm.core.contract import load_data_contract
-from airflow_provider_strm.core.derive import DeriveJob, keys_file_lookup
+from airflow_provider_strm.core.derive import DeriveJob
 from airflow_provider_strm.core.encrypt import EncryptJob
 from airflow_provider_strm.core.errors import RecordError
+from airflow_provider_strm.core.keyfiles import keys_file_lookup
 from airflow_provider_strm.core.keystore import KeyStore, new_kek
 from airflow_provider_strm.core.masking import hmac_sha256_masker, murmur3_masker
 from airflow_provider_strm.core.storage import LocalStorage
