@@ -85,9 +85,9 @@ def strm_vectors(strm_reference: Path) -> dict:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this session (dropped at the end)."""
+    """A fresh PostgreSQL database for this test (dropped afterwards): each key store has its own KEK."""
     import sqlalchemy as sa
 
     admin_url = os.environ.get("STRM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")

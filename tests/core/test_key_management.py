@@ -69,7 +69,11 @@ def all_cells(store: KeyStore) -> list[bytes]:
     return cells
 
 
-def test_no_key_bytes_and_no_raw_identifier_is_stored_anywhere(strm_reference, tmp_path, store) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_no_key_bytes_and_no_raw_identifier_is_stored_anywhere(strm_reference, tmp_path, backend, request) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'k.db'}"
+    store = KeyStore(url, new_kek())
+    store.ensure_schema()
     job = Reference(strm_reference, tmp_path / "bucket", store)
     job.encrypt()
     keys = list(store.export_keys(GROUP))
