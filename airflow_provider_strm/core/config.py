@@ -110,6 +110,32 @@ class DerivedDataConfig:
 
 
 @dataclass(frozen=True)
+class DeadLetterConfig:
+    """Where bad records go (verbatim, with row number and reason) and how many a job tolerates."""
+
+    target: DataLocation
+    max_bad_records: int | None = None
+    max_bad_ratio: float | None = None
+
+
+VALIDATION_TYPES = ("row_count", "null_check", "freshness")
+
+
+@dataclass(frozen=True)
+class ValidationRule:
+    """A file-level check run before anything is committed. ``on_failure``: ``abort`` or ``warn``."""
+
+    type: str
+    on_failure: str = "abort"
+    min: int | None = None
+    max: int | None = None
+    fields: tuple[str, ...] = ()
+    threshold: float = 0.0
+    field: str | None = None
+    max_age_s: int | None = None
+
+
+@dataclass(frozen=True)
 class BatchJobConfig:
     source_data: DataLocation
     timestamp: TimestampConfig
@@ -121,6 +147,8 @@ class BatchJobConfig:
     derived_data: tuple[DerivedDataConfig, ...] = ()
     policy_id: str | None = None
     retention_days: int | None = None
+    dead_letter: DeadLetterConfig | None = None
+    validations: tuple[ValidationRule, ...] = ()
 
 
 # --------------------------------------------------------------------------- loading
@@ -427,6 +455,21 @@ def _parse(doc: dict[str, Any], source: str | None) -> BatchJobConfig:
         assert target is not None
         derived.append(DerivedDataConfig(target, levels, kind, masked))
 
+    dead_letter = None
+    dl = top.sub("dead_letter")
+    if dl is not None:
+        dl_target = _location(dl.sub("target", required=True), "dead_letter.target", source, True)
+        max_records = dl.get("max_bad_records")
+        if max_records is not None and (not isinstance(max_records, int) or max_records < 0):
+            raise dl.error("max_bad_records", f"must be a non-negative integer, got {json.dumps(max_records)}")
+        max_ratio = dl.get("max_bad_ratio")
+        if max_ratio is not None and (not isinstance(max_ratio, (int, float)) or not 0 <= max_ratio <= 1):
+            raise dl.error("max_bad_ratio", f"must be a number between 0 and 1, got {json.dumps(max_ratio)}")
+        dl.done()
+        assert dl_target is not None
+        dead_letter = DeadLetterConfig(dl_target, max_records, None if max_ratio is None else float(max_ratio))
+    rules = [_validation(DocReader(v, f"validations[{i}]", source)) for i, v in enumerate(top.get("validations", []))]
+
     policy_id = top.string("policy_id")
     retention = top.get("retention_days")
     if retention is not None and (not isinstance(retention, int) or retention <= 0):
@@ -445,4 +488,46 @@ def _parse(doc: dict[str, Any], source: str | None) -> BatchJobConfig:
         derived_data=tuple(derived),
         policy_id=policy_id,
         retention_days=retention,
+        dead_letter=dead_letter,
+        validations=tuple(rules),
     )
+
+
+_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$")
+
+
+def _validation(r: DocReader) -> ValidationRule:
+    kind = r.string("type", required=True) or ""
+    if kind not in VALIDATION_TYPES:
+        raise r.error("type", f"must be one of {VALIDATION_TYPES}, got {kind!r}")
+    on_failure = (r.string("on_failure") or "abort").lower()
+    if on_failure not in ("abort", "warn"):
+        raise r.error("on_failure", f"must be 'abort' or 'warn', got {on_failure!r}")
+    rule: dict[str, Any] = {"type": kind, "on_failure": on_failure}
+    if kind == "row_count":
+        for bound in ("min", "max"):
+            value = r.get(bound)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise r.error(bound, f"must be a non-negative integer, got {json.dumps(value)}")
+            rule[bound] = value
+    elif kind == "null_check":
+        fields = r.get("fields", [])
+        if not fields or not all(isinstance(f, str) for f in fields):
+            raise r.error("fields", "must be a non-empty list of field names")
+        threshold = r.get("threshold", 0.0)
+        if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise r.error("threshold", f"must be a fraction between 0 and 1, got {json.dumps(threshold)}")
+        rule.update(fields=tuple(fields), threshold=float(threshold))
+    else:
+        rule["field"] = r.string("field", required=True)
+        max_age = r.get("max_age")
+        if isinstance(max_age, int) and max_age > 0:
+            rule["max_age_s"] = max_age
+        else:
+            m = _DURATION.match(str(max_age or ""))
+            if not m or not any(m.groupdict().values()):
+                raise r.error("max_age", f"must be seconds or an ISO-8601 duration like P2D or PT6H, got {max_age!r}")
+            parts = {k: int(v or 0) for k, v in m.groupdict().items()}
+            rule["max_age_s"] = parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    r.done()
+    return ValidationRule(**rule)

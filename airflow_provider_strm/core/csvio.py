@@ -36,6 +36,7 @@ class BadRow:
     row: int
     reason: str
     text: str
+    field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,17 @@ class RecordChunk:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def record_text(self, index: int) -> str:
+        """The record at ``index`` written back as a CSV line (what a dead letter keeps)."""
+        return _as_text([col[index] for col in self.columns])
+
+    def without(self, rows: set[int]) -> RecordChunk:
+        """This chunk minus the records numbered ``rows`` (they are accounted for elsewhere)."""
+        keep = [i for i, row in enumerate(self.rows) if row not in rows]
+        return RecordChunk(
+            self.first_row, [self.rows[i] for i in keep], [[col[i] for i in keep] for col in self.columns], []
+        )
 
 
 def _python_charset(charset: str) -> str:

@@ -20,9 +20,9 @@ from pathlib import PurePosixPath
 from airflow_provider_strm.core.config import BatchJobConfig, DerivedDataConfig
 from airflow_provider_strm.core.consent import parse_consent_value
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset
-from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordWriter, RecordChunk
-from airflow_provider_strm.core.errors import ConfigError, DecryptionError, RecordError
+from airflow_provider_strm.core.crypto import Keyset
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
+from airflow_provider_strm.core.errors import ConfigError, DecryptionError
 from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, describe, group_of, require_columns
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
@@ -142,22 +142,60 @@ class DeriveJob(BatchJob):
         for target in self.targets:
             target.writer = self.open_output(target.config.target, target.path, header, pending)
 
-    def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+    def validate_chunk(self, chunk: RecordChunk) -> list[BadRow]:
+        """Decrypt what any output needs; records whose consent or ciphertexts cannot be read are bad.
+
+        Plaintexts are kept (by row number) for :meth:`process_chunk`, so each value is decrypted once
+        however many outputs show it.
+        """
         columns = chunk.columns
         links = columns[self._link_idx]
-        levels = [self._levels(v, row) for v, row in zip(columns[self._consent_idx], chunk.rows, strict=True)]
+        bad: list[BadRow] = []
+        self._levels: dict[int, tuple[int, ...]] = {}
+        for i, (value, row) in enumerate(zip(columns[self._consent_idx], chunk.rows, strict=True)):
+            levels = parse_consent_value(value)
+            if levels is None:
+                bad.append(BadRow(row, "unreadable strmMeta.consentLevels", chunk.record_text(i), _CONSENT))
+            else:
+                self._levels[row] = levels
         ciphers = {link: ks.cipher() for link, ks in self.lookup(set(links)).items()}
-        gone = self._removed({link for link in links if link not in ciphers})
-        for reason in (gone[link] for link in links if link in gone):
-            result.excluded_by_reason[reason] = result.excluded_by_reason.get(reason, 0) + 1
+        self._gone = self._removed({link for link in links if link not in ciphers})
+        self._plain: dict[tuple[int, int], str] = {}
+        for i, row in enumerate(chunk.rows):
+            levels = self._levels.get(row)
+            if levels is None or links[i] in self._gone:
+                continue
+            needed = set().union(*(t.decrypt for t in self.targets if t.admits(levels)))
+            for col in sorted(needed):
+                value = columns[col][i]
+                if value == "":
+                    continue
+                cipher = ciphers.get(links[i])
+                try:
+                    if cipher is None:
+                        raise DecryptionError(f"no key for keyLink {links[i]}")
+                    self._plain[(col, row)] = cipher.decrypt(value)
+                except DecryptionError as exc:
+                    bad.append(BadRow(row, f"cannot decrypt: {exc}", chunk.record_text(i), self._header[col]))
+                    break
+        return bad
+
+    def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+        columns, rows = chunk.columns, chunk.rows
+        links = columns[self._link_idx]
+        for link in links:
+            reason = self._gone.get(link)
+            if reason is not None:
+                result.excluded_by_reason[reason] = result.excluded_by_reason.get(reason, 0) + 1
         for target in self.targets:
-            keep = [i for i, lv in enumerate(levels) if target.admits(lv) and links[i] not in gone]
+            keep = [i for i, row in enumerate(rows) if links[i] not in self._gone and target.admits(self._levels[row])]
             target.excluded += len(chunk) - len(keep)
             out: list[list[str]] = []
             for col, values in enumerate(columns):
-                kept = [values[i] for i in keep]
                 if col in target.decrypt:
-                    kept = self._decrypt(kept, [links[i] for i in keep], [chunk.rows[i] for i in keep], col, ciphers)
+                    kept = [self._plain.get((col, rows[i]), values[i]) for i in keep]
+                else:
+                    kept = [values[i] for i in keep]
                 if col in target.masks:
                     kept = self._mask(kept, target.masks[col], plain=col not in self._pii or col in target.decrypt)
                 out.append(kept)
@@ -185,31 +223,6 @@ class DeriveJob(BatchJob):
         if not links or self.key_store is None:
             return {}
         return self.key_store.removed(links)
-
-    def _levels(self, value: str, row: int) -> tuple[int, ...]:
-        levels = parse_consent_value(value)
-        if levels is None:
-            if value.strip() == "[]":
-                return ()
-            raise RecordError(self.input_name, row, f"unreadable consent levels {value[:40]!r}", field=_CONSENT)
-        return levels
-
-    def _decrypt(
-        self, values: list[str], links: list[str], rows: list[int], col: int, ciphers: dict[str, DeterministicCipher]
-    ) -> list[str]:
-        out: list[str] = []
-        for value, link, row in zip(values, links, rows, strict=True):
-            if value == "":
-                out.append(value)
-                continue
-            cipher = ciphers.get(link)
-            if cipher is None:
-                raise RecordError(self.input_name, row, f"no key for keyLink {link}", field=self._header[col])
-            try:
-                out.append(cipher.decrypt(value))
-            except DecryptionError as exc:
-                raise RecordError(self.input_name, row, f"cannot decrypt: {exc}", field=self._header[col]) from None
-        return out
 
     @staticmethod
     def _mask(values: list[str], masker: Masker, *, plain: bool) -> list[str]:

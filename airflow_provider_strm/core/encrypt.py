@@ -14,8 +14,8 @@ from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import DeterministicCipher
-from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordWriter, RecordChunk
-from airflow_provider_strm.core.errors import CsvFormatError, RecordError, TimestampFormatError
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
+from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.job import (
     BatchJob,
     JobResult,
@@ -28,6 +28,7 @@ from airflow_provider_strm.core.keyfiles import KEYS_HEADER, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
 from airflow_provider_strm.core.storage import PendingObject
 from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
+from airflow_provider_strm.core.validation import FileChecks
 
 META_COLUMNS = (
     "strmMeta.eventContractRef",
@@ -110,6 +111,8 @@ class EncryptJob(BatchJob):
         self._ts_idx = header.index(self.config.timestamp.field)
         self._consent_idx = header.index(self.config.consent.field) if self.config.consent.field else None
         self._pii_idx = [i for i, h in enumerate(header) if h in self.contract.pii_fields]
+        self._regexes = [(header.index(v.field), v) for v in self.contract.validations if v.field in header]
+        self.checks = FileChecks(self.config.validations, header, self.parser)
         subject = self.contract.data_subject_field
         self._subject_idx = header.index(subject) if subject and subject in header else None
         self._header = header
@@ -151,12 +154,14 @@ class EncryptJob(BatchJob):
             [None] * n,
             [format_levels(levels) for levels in self._consent(columns, n)],
         ]
+        self.checks.observe(columns)
         self._writer.write_columns(out)
         result.rows_out += n
         if self._keys_writer is not None:
             self._write_keys(entities, keys)
 
     def finish(self, result: JobResult) -> None:
+        self.checks.evaluate(result, self.input_name)
         result.outputs["encrypted"] = describe(self.config.encrypted_data, self.encrypted_path())
         result.bytes_out = self._writer.bytes_written
         if self._keys_writer is not None and self.config.encryption_keys_data is not None:
@@ -165,17 +170,30 @@ class EncryptJob(BatchJob):
 
     # ------------------------------------------------------------------ steps
 
-    def _timestamps(self, values: list[str], chunk: RecordChunk) -> list[int]:
-        parse = self.parser.parse
-        out: list[int] = []
-        for row, value in zip(chunk.rows, values, strict=True):
+    def validate_chunk(self, chunk: RecordChunk) -> list[BadRow]:
+        """Records with a missing or malformed timestamp, or a value failing the contract's regex."""
+        bad: list[BadRow] = []
+        parse, ts_field = self.parser.parse, self.config.timestamp.field
+        for i, value in enumerate(chunk.columns[self._ts_idx]):
             try:
-                out.append(parse(value))
+                parse(value)
             except TimestampFormatError as exc:
-                raise RecordError(
-                    self.input_name, row, f"Invalid timestamp [{exc}]", field=self.config.timestamp.field
-                ) from None
-        return out
+                bad.append(BadRow(chunk.rows[i], f"Invalid timestamp [{exc}]", chunk.record_text(i), ts_field))
+        failed = {b.row for b in bad}
+        for col, rule in self._regexes:
+            match = rule.pattern.fullmatch
+            for i, value in enumerate(chunk.columns[col]):
+                if value != "" and chunk.rows[i] not in failed and match(value) is None:
+                    # the value itself is not repeated in the reason: it may be PII
+                    reason = f"value does not match the contract's validation /{rule.pattern.pattern}/"
+                    bad.append(BadRow(chunk.rows[i], reason, chunk.record_text(i), rule.field))
+                    failed.add(chunk.rows[i])
+        return bad
+
+    def _timestamps(self, values: list[str], chunk: RecordChunk) -> list[int]:
+        # every value parsed in validate_chunk: the parser's cache makes this a lookup
+        parse = self.parser.parse
+        return [parse(v) for v in values]
 
     def _keys(self, entities: set[tuple[str, int]]) -> dict[tuple[str, int], StoredKey]:
         policy, days = self.config.policy_id, self.config.retention_days

@@ -46,6 +46,14 @@ class RecordError(StrmError):
         super().__init__(f"{reason} in row #{row}{field_part} of {file}")
 
 
+class TooManyBadRecords(StrmError):
+    """More records were dead-lettered than ``max_bad_records`` / ``max_bad_ratio`` allow."""
+
+
+class ValidationFailed(StrmError):
+    """A validation rule with ``on_failure: abort`` failed; nothing was committed."""
+
+
 class CsvFormatError(StrmError):
     """A CSV file cannot be read (bad header, bad charset, unparseable layout)."""
 

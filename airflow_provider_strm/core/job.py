@@ -18,14 +18,27 @@ from typing import BinaryIO
 
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, CsvRecordReader, CsvRecordWriter, RecordChunk
-from airflow_provider_strm.core.errors import CsvFormatError, JobStartError, RecordError, StrmError
+from airflow_provider_strm.core.csvio import (
+    DEFAULT_CHUNK_ROWS,
+    BadRow,
+    CsvRecordReader,
+    CsvRecordWriter,
+    RecordChunk,
+)
+from airflow_provider_strm.core.errors import (
+    CsvFormatError,
+    JobStartError,
+    RecordError,
+    StrmError,
+    TooManyBadRecords,
+)
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 10.0
+DEAD_LETTER_HEADER = ("row", "reason", "field", "record")
 
 #: Resolves a data connector (an Airflow connection id, or None for plain paths) to its storage.
 StorageResolver = Callable[[str | None], Storage]
@@ -56,6 +69,8 @@ class JobResult:
     targets: list[dict[str, object]] = field(default_factory=list)
     #: records excluded from every output whatever their consent, by reason (``forgotten``, ``expired``)
     excluded_by_reason: dict[str, int] = field(default_factory=dict)
+    #: validation rules that failed with ``on_failure: warn``
+    warnings: list[str] = field(default_factory=list)
     message: str | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -121,7 +136,12 @@ class BatchJob:
         """Open the outputs (append each pending object to ``pending``, in commit order reversed)."""
         raise NotImplementedError
 
+    def validate_chunk(self, chunk: RecordChunk) -> list[BadRow]:
+        """Records of the chunk that cannot be processed (a bad value), each with its reason."""
+        return []
+
     def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+        """Process the chunk's good records (bad ones were removed and dead-lettered)."""
         raise NotImplementedError
 
     def finish(self, result: JobResult) -> None:
@@ -142,9 +162,10 @@ class BatchJob:
                 last = time.monotonic()
                 for chunk in reader.chunks():
                     result.rows_in += len(chunk) + len(chunk.bad)
-                    if chunk.bad:
-                        bad = chunk.bad[0]
-                        raise RecordError(reader.name, bad.row, bad.reason)
+                    bad = chunk.bad + self.validate_chunk(chunk)
+                    if bad:
+                        self.reject(bad, result)
+                        chunk = chunk.without({b.row for b in bad})
                     if len(chunk):
                         self.process_chunk(chunk, result)
                     if time.monotonic() - last >= PROGRESS_EVERY_S:
@@ -153,6 +174,7 @@ class BatchJob:
                             "RUNNING", f"Processed {result.rows_in} records in {int(last - started)} s.", result
                         )
             self.finish(result)
+            self._check_bad_ratio(result)
             # outputs opened first are committed last: keys files before the data that needs them
             for p in reversed(pending):
                 p.commit()
@@ -168,6 +190,8 @@ class BatchJob:
         result.seconds = round(time.monotonic() - started, 3)
         rate = int(result.rows_in / result.seconds) if result.seconds > 0 else result.rows_in
         result.message = f"Processed {result.rows_in} records in {int(result.seconds)} s. which is {rate} records/s."
+        if result.warnings:
+            self._state("RUNNING", "Validation warnings: " + "; ".join(result.warnings), result)
         self._state("FINISHED", result.message, result)
         return result
 
@@ -189,10 +213,49 @@ class BatchJob:
             )
             self.check_header(reader.header)
             self.open_outputs(reader.header, pending)
+            self.open_dead_letters(pending)
         except BaseException:
             stream.close()
             raise
         return stream, reader
+
+    def open_dead_letters(self, pending: list[PendingObject]) -> None:
+        dead = self.config.dead_letter
+        self.dead_letters: CsvRecordWriter | None = None
+        if dead is not None:
+            path = dead.target.output_path(self.input_path, f"{self.kind}-dead-letters")
+            self.dead_letters = self.open_output(dead.target, path, list(DEAD_LETTER_HEADER), pending)
+            self.dead_letter_path = describe(dead.target, path)
+
+    def reject(self, bad: list[BadRow], result: JobResult) -> None:
+        """Dead-letter bad records, or fail on the first one when the job has no dead-letter target."""
+        bad = sorted(bad, key=lambda b: b.row)
+        if getattr(self, "dead_letters", None) is None:
+            first = bad[0]
+            raise RecordError(self.input_name, first.row, first.reason, field=first.field)
+        assert self.dead_letters is not None
+        self.dead_letters.write_columns(
+            [[str(b.row) for b in bad], [b.reason for b in bad], [b.field for b in bad], [b.text for b in bad]]
+        )
+        result.dead_lettered += len(bad)
+        limit = self.config.dead_letter.max_bad_records if self.config.dead_letter else None
+        if limit is not None and result.dead_lettered > limit:
+            raise TooManyBadRecords(
+                f"{self.input_name}: {result.dead_lettered} bad records, more than max_bad_records={limit} "
+                f"(last: {bad[-1].reason} in row #{bad[-1].row})"
+            )
+
+    def _check_bad_ratio(self, result: JobResult) -> None:
+        dead = self.config.dead_letter
+        if dead is None or result.rows_in == 0:
+            return
+        if dead.max_bad_ratio is not None and result.dead_lettered / result.rows_in > dead.max_bad_ratio:
+            raise TooManyBadRecords(
+                f"{self.input_name}: {result.dead_lettered} of {result.rows_in} records are bad, "
+                f"more than max_bad_ratio={dead.max_bad_ratio}"
+            )
+        if self.dead_letters is not None:
+            result.outputs[f"{self.kind}_dead_letters"] = self.dead_letter_path
 
     def open_output(
         self, loc: DataLocation, path: str, header: list[str], pending: list[PendingObject]
