@@ -37,9 +37,12 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_strm.operators.encrypt",
                     "airflow_provider_strm.operators.derive",
                     "airflow_provider_strm.operators.files",
+                    "airflow_provider_strm.operators.keys",
                 ],
             }
         ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_strm.sensors.batch_job"]}],
+        "triggers": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_strm.triggers.batch_job"]}],
         "connection-types": [
             {
                 "connection-type": "strm_keystore",

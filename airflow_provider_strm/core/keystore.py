@@ -529,6 +529,36 @@ class KeyStore:
             )
         return {**dict(row), "states": [dict(s) for s in states]}
 
+    def jobs(
+        self,
+        *,
+        job_id: str | None = None,
+        group_id: str | None = None,
+        run_id: str | None = None,
+        file_prefix: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Job records (without history) matching all given filters, oldest first.
+
+        ``file_prefix`` matches the input as jobs name it: ``conn_id:path`` (e.g. a partition's folder).
+        """
+        query = sa.select(jobs_table).order_by(jobs_table.c.created_at)
+        for column, value in (("job_id", job_id), ("group_id", group_id), ("run_id", run_id)):
+            if value is not None:
+                query = query.where(jobs_table.c[column] == value)
+        if file_prefix:
+            query = query.where(jobs_table.c.file.startswith(file_prefix, autoescape=True))
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            for row in rows:
+                last = conn.execute(
+                    sa.select(job_states_table.c.message)
+                    .where(job_states_table.c.job_id == row["job_id"])
+                    .order_by(job_states_table.c.id.desc())
+                    .limit(1)
+                ).scalar()
+                row["message"] = last
+        return rows
+
     # ------------------------------------------------------------------ helpers
 
     def _wrap(self, plaintext: bytes, bound_to: bytes) -> bytes:
