@@ -124,3 +124,33 @@ def test_start_failures_retry_and_processing_failures_fail_at_once() -> None:
     for exc in (RecordError("f.csv", 3, "bad"), ConfigError("encryption", "bad")):
         assert STRM_RETRY_POLICY.evaluate(exc, 1, 4).action.value == "fail"
     assert STRM_RETRY_POLICY.evaluate(RuntimeError("?"), 1, 4).action.value == "default"
+
+
+def test_an_unreachable_source_is_error_starting_and_the_task_is_retried(
+    airflow_home, strm_reference, keystore_conn
+) -> None:
+    url, kek, ks_conn = keystore_conn
+    dead_s3 = {
+        "conn_type": "aws",
+        "login": "x",
+        "password": "y",
+        "extra": {
+            "endpoint_url": "http://127.0.0.1:9",
+            "region_name": "us-east-1",
+            "service_config": {"s3": {"bucket_name": "strm-unreachable"}},
+            "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+        },
+    }
+    done = run_reference_dag(
+        airflow_home,
+        strm_reference,
+        "strm_reference_unreachable",
+        {"s3-batch-demo": dead_s3, "strm_keystore_test": ks_conn},
+        extra="retry_delay=__import__('datetime').timedelta(seconds=1),",
+    )
+    assert done.returncode != 0
+    state, tries = airflow_home.task_states("strm_reference_unreachable")[("encrypt", -1)]
+    assert state == "failed" and tries == 3, "retries=2: three tries in all"
+    jobs = KeyStore(url, kek).jobs()
+    assert [j["state"] for j in jobs] == ["ERROR_STARTING"] * 3
+    assert "could not" not in (jobs[0]["message"] or "") and "strm-unreachable" in (jobs[0]["message"] or "")
