@@ -92,6 +92,16 @@ class Keyset:
             raise ValueError("not a Tink AES-SIV JSON keyset: key value is not a 64-byte AesSivKey")
         return cls(primary, raw[len(_PROTO_HEADER) :])
 
+    def to_secret_bytes(self) -> bytes:
+        """Compact form for wrapping at rest: key id (4 bytes, big-endian) ‖ 64 key bytes."""
+        return struct.pack(">I", self.key_id) + self.key_bytes
+
+    @classmethod
+    def from_secret_bytes(cls, data: bytes) -> Keyset:
+        if len(data) != 4 + _KEY_SIZE:
+            raise ValueError("not a wrapped AES-SIV keyset")
+        return cls(struct.unpack(">I", data[:4])[0], data[4:])
+
     def cipher(self) -> DeterministicCipher:
         return DeterministicCipher(self)
 

@@ -221,7 +221,7 @@ class KeyStore:
         wanted = {(v, w): self.digest(group_id, v) for v, w in set(entities)}
         found = self._select(group_id, wanted)
         missing = [e for e in wanted if e not in found]
-        created: set[str] = set()
+        fresh: dict[str, Keyset] = {}
         if missing:
             now = _now_ms()
             rows = []
@@ -235,18 +235,18 @@ class KeyStore:
                         "window_start": window,
                         "window_end": window + window_ms,
                         "key_link": link,
-                        "wrapped_keyset": self._wrap(keyset.to_tink_json().encode(), link.encode()),
+                        "wrapped_keyset": self._wrap(keyset.to_secret_bytes(), link.encode()),
                         "policy_id": policy_id,
                         "expires_at": expires_at,
                         "created_at": now,
                     }
                 )
-                created.add(link)
+                fresh[link] = keyset
             # One order for every process (no lock-order deadlocks) and one short transaction per batch.
             rows.sort(key=lambda r: (r["key_digest"], r["window_start"]))
             for i in range(0, len(rows), _BATCH):
                 self._insert_batch(rows[i : i + _BATCH])
-            found.update(self._select(group_id, {e: wanted[e] for e in missing}, created))
+            found.update(self._select(group_id, {e: wanted[e] for e in missing}, fresh))
         return found
 
     def _insert_batch(self, rows: list[dict[str, object]]) -> None:
@@ -269,7 +269,7 @@ class KeyStore:
             for i in range(0, len(links), _BATCH):
                 part = links[i : i + _BATCH]
                 for row in conn.execute(sa.select(keys_table).where(keys_table.c.key_link.in_(part))):
-                    out[row.key_link] = self._stored(row, False)
+                    out[row.key_link] = self._stored(row)
         return out
 
     def count_keys(self, group_id: str | None = None) -> int:
@@ -280,8 +280,10 @@ class KeyStore:
             return int(conn.execute(query).scalar_one())
 
     def _select(
-        self, group_id: str, wanted: dict[tuple[str, int], str], created: set[str] | None = None
+        self, group_id: str, wanted: dict[tuple[str, int], str], fresh: dict[str, Keyset] | None = None
     ) -> dict[tuple[str, int], StoredKey]:
+        """Stored keys of the wanted entities; ``fresh`` holds keysets this process just created (no unwrap)."""
+        fresh = fresh or {}
         by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
         digests = sorted({d for d in wanted.values()})
         out: dict[tuple[str, int], StoredKey] = {}
@@ -294,11 +296,14 @@ class KeyStore:
                 for row in conn.execute(query):
                     entity = by_digest_window.get((row.key_digest, row.window_start))
                     if entity is not None:
-                        out[entity] = self._stored(row, created is not None and row.key_link in created)
+                        out[entity] = self._stored(row, fresh)
         return out
 
-    def _stored(self, row: sa.Row, created: bool) -> StoredKey:
-        keyset = Keyset.from_tink_json(self._unwrap(row.wrapped_keyset, row.key_link.encode()).decode())
+    def _stored(self, row: sa.Row, fresh: dict[str, Keyset] | None = None) -> StoredKey:
+        keyset = (fresh or {}).get(row.key_link)
+        created = keyset is not None
+        if keyset is None:
+            keyset = Keyset.from_secret_bytes(self._unwrap(row.wrapped_keyset, row.key_link.encode()))
         return StoredKey(row.key_link, keyset, row.window_start, row.policy_id, row.expires_at, created)
 
     # ------------------------------------------------------------------ data subjects and key management
@@ -383,7 +388,7 @@ class KeyStore:
         query = query.order_by(keys_table.c.window_start, keys_table.c.key_link)
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
-                yield self._stored(row, False)
+                yield self._stored(row)
 
     def rotate_kek(self, new_kek: KekProvider | str | bytes, *, actor: str | None = None) -> int:
         """Re-wrap every keyset under a fresh DEK wrapped by ``new_kek``; data keys do not change.
