@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint clean bench
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -rs
+
+bench: install
+	$(BIN)/uv pip install -q --python $(BIN)/python -c constraints.txt -e '.[bench]'
+	$(BIN)/python bench/run.py
 
 lint: install
 	$(BIN)/ruff check --fix .
