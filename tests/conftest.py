@@ -88,6 +88,16 @@ def strm_vectors(strm_reference: Path) -> dict:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test (dropped afterwards): each key store has its own KEK."""
+    yield from _fresh_database()
+
+
+@pytest.fixture(scope="module")
+def pg_url_module() -> Iterator[str]:
+    """A fresh PostgreSQL database shared by one test module (e.g. an Airflow metadata DB)."""
+    yield from _fresh_database()
+
+
+def _fresh_database() -> Iterator[str]:
     import sqlalchemy as sa
 
     admin_url = os.environ.get("STRM_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
