@@ -152,14 +152,22 @@ _WRITE_OPTIONS = pacsv.WriteOptions(quoting_style="all_valid", eol="\r\n", inclu
 class CsvRecordWriter:
     """Writes columns of strings (``None`` = null) to a pending object in STRM's CSV layout."""
 
-    def __init__(self, sink: PendingObject | BinaryIO, header: Sequence[str], *, charset: str = "UTF-8") -> None:
-        self._sink = sink
+    def __init__(
+        self,
+        sink: PendingObject | BinaryIO,
+        header: Sequence[str],
+        *,
+        charset: str = "UTF-8",
+        write_header: bool = True,
+    ) -> None:
+        self.sink = sink
         self._encoding = codecs.lookup(charset).name
         self.header = list(header)
         self.schema = pa.schema([(name, pa.string()) for name in self.header])
         self.rows_written = 0
         self.bytes_written = 0
-        self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
+        if write_header:  # a resumed output already has its header in an earlier part
+            self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
 
     def write_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> None:
         arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=pa.string()) for c in columns]
@@ -174,5 +182,5 @@ class CsvRecordWriter:
     def _emit(self, data: bytes) -> None:
         if self._encoding != "utf-8":
             data = data.decode("utf-8").encode(self._encoding)
-        self._sink.write(data)
+        self.sink.write(data)
         self.bytes_written += len(data)

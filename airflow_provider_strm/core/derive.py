@@ -86,6 +86,7 @@ class DeriveJob(BatchJob):
         encrypted_path: str | None = None,
         secrets: SecretResolver | None = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
     ) -> None:
@@ -97,7 +98,8 @@ class DeriveJob(BatchJob):
         super().__init__(
             config, contract, store, storages,
             input_location=config.encrypted_data, input_path=enc_path,
-            group_id=group_of(config, source or enc_path), chunk_rows=chunk_rows, context=context, job_id=job_id,
+            group_id=group_of(config, source or enc_path), chunk_rows=chunk_rows, checkpoint_rows=checkpoint_rows,
+            context=context, job_id=job_id,
         )  # fmt: skip
         self.lookup: KeyLookup = key_store_lookup(keys) if isinstance(keys, KeyStore) else keys
         self.naming_path = source or _strip_suffix(enc_path, "-encrypted")
@@ -202,6 +204,13 @@ class DeriveJob(BatchJob):
             assert target.writer is not None
             target.writer.write_columns(out)
             target.rows_out += len(keep)
+
+    def checkpoint_state(self) -> dict[str, object]:
+        return {"targets": [[t.rows_out, t.excluded] for t in self.targets]}
+
+    def restore(self, state: dict[str, object]) -> None:
+        for target, (rows_out, excluded) in zip(self.targets, state["targets"], strict=True):  # type: ignore[call-overload]
+            target.rows_out, target.excluded = rows_out, excluded
 
     def finish(self, result: JobResult) -> None:
         for target in self.targets:

@@ -8,8 +8,11 @@ before any output is committed.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Mapping
 
+from airflow_provider_strm.core.checkpoint import PartedOutput
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
@@ -67,6 +70,7 @@ class EncryptJob(BatchJob):
         source_path: str | None = None,
         consent_function: ConsentFunction | None = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
     ) -> None:
@@ -74,7 +78,7 @@ class EncryptJob(BatchJob):
         super().__init__(
             config, contract, key_store, storages,
             input_location=config.source_data, input_path=path, group_id=group_of(config, path),
-            chunk_rows=chunk_rows, context=context, job_id=job_id,
+            chunk_rows=chunk_rows, checkpoint_rows=checkpoint_rows, context=context, job_id=job_id,
         )  # fmt: skip
         self.key_store: KeyStore = key_store
         self.source_path = path
@@ -159,6 +163,14 @@ class EncryptJob(BatchJob):
         result.rows_out += n
         if self._keys_writer is not None:
             self._write_keys(entities, keys)
+
+    def restore(self, state: dict[str, object]) -> None:
+        # the keys file lists each key once: the keys already written by the committed parts stay "seen"
+        if self._keys_writer is None or not isinstance(self._keys_writer.sink, PartedOutput):
+            return
+        data = b"".join(self._keys_writer.sink.read_committed())
+        rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+        self._keys_seen.update(row[0] for row in rows if row and row[0] != "keyLink")
 
     def finish(self, result: JobResult) -> None:
         self.checks.evaluate(result, self.input_name)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+from airflow_provider_strm.core.checkpoint import PartedOutput, RecordDigest, job_key
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
 from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.csvio import (
@@ -71,6 +72,8 @@ class JobResult:
     excluded_by_reason: dict[str, int] = field(default_factory=dict)
     #: validation rules that failed with ``on_failure: warn``
     warnings: list[str] = field(default_factory=list)
+    #: records a resumed job skipped because an earlier attempt had committed them (counted in rows_in)
+    rows_resumed: int = 0
     message: str | None = None
 
     def to_dict(self) -> dict[str, object]:
@@ -110,6 +113,7 @@ class BatchJob:
         input_path: str,
         group_id: str,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
     ) -> None:
@@ -123,6 +127,8 @@ class BatchJob:
         self.input_path = input_path
         self.group_id = group_id
         self.chunk_rows = chunk_rows
+        self.checkpoint_rows = checkpoint_rows if key_store is not None else None
+        self._first_part = 0
         self.context = context or {}
         self.job_id = job_id or str(uuid.uuid4())
         self.input_name = describe(input_location, input_path)
@@ -147,6 +153,13 @@ class BatchJob:
     def finish(self, result: JobResult) -> None:
         """Fill in outputs and byte counts once every chunk is processed."""
 
+    def checkpoint_state(self) -> dict[str, object]:
+        """What a resumed job needs besides the counters (JSON-serialisable, no secrets)."""
+        return {}
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Take back :meth:`checkpoint_state` when resuming (outputs are open)."""
+
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> JobResult:
@@ -154,31 +167,22 @@ class BatchJob:
         started = time.monotonic()
         self._record_start()
         pending: list[PendingObject] = []
+        self.job_key = job_key(self.kind, self.group_id, self.input_name, repr(self.config), self.chunk_rows)
+        resume = self._load_checkpoint()
         try:
             stream, reader = self._open(pending)
             self._state("STARTED", None, result)
             with stream:
                 self._state("RUNNING", "Started processing records.", result)
-                last = time.monotonic()
-                for chunk in reader.chunks():
-                    result.rows_in += len(chunk) + len(chunk.bad)
-                    bad = chunk.bad + self.validate_chunk(chunk)
-                    if bad:
-                        self.reject(bad, result)
-                        chunk = chunk.without({b.row for b in bad})
-                    if len(chunk):
-                        self.process_chunk(chunk, result)
-                    if time.monotonic() - last >= PROGRESS_EVERY_S:
-                        last = time.monotonic()
-                        self._state(
-                            "RUNNING", f"Processed {result.rows_in} records in {int(last - started)} s.", result
-                        )
+                self._process_all(reader, pending, result, started, resume)
             self.finish(result)
             self._check_bad_ratio(result)
             # outputs opened first are committed last: keys files before the data that needs them
             for p in reversed(pending):
                 p.commit()
             pending.clear()
+            if self.checkpoint_rows:
+                self.key_store.clear_checkpoint(self.job_key)  # type: ignore[union-attr]
         except JobStartError as exc:
             self._discard(pending)
             self._state("ERROR_STARTING", str(exc), result)
@@ -194,6 +198,81 @@ class BatchJob:
             self._state("RUNNING", "Validation warnings: " + "; ".join(result.warnings), result)
         self._state("FINISHED", result.message, result)
         return result
+
+    def _load_checkpoint(self) -> dict[str, object] | None:
+        if not self.checkpoint_rows or self.key_store is None:
+            return None
+        checkpoint = self.key_store.checkpoint(self.job_key)
+        self._first_part = int(checkpoint["part"]) if checkpoint else 0  # type: ignore[call-overload]
+        return checkpoint
+
+    def _process_all(
+        self,
+        reader: CsvRecordReader,
+        pending: list[PendingObject],
+        result: JobResult,
+        started: float,
+        resume: dict[str, object] | None,
+    ) -> None:
+        digest = RecordDigest()
+        skip = 0
+        if resume is not None:
+            skip = int(resume["rows_done"])  # type: ignore[call-overload]
+        last_progress = time.monotonic()
+        since_checkpoint = 0
+        for chunk in reader.chunks():
+            size = len(chunk) + len(chunk.bad)
+            if reader.rows_read <= skip:
+                digest.update(chunk)  # records an earlier attempt committed: checked, not processed
+                result.rows_resumed += size
+                if reader.rows_read == skip:
+                    self._resume(resume, digest, result)  # type: ignore[arg-type]
+                continue
+            if chunk.first_row <= skip:
+                raise StrmError(f"checkpoint at record {skip} does not fall between chunks of {self.chunk_rows}")
+            digest.update(chunk)
+            result.rows_in += size
+            bad = chunk.bad + self.validate_chunk(chunk)
+            if bad:
+                self.reject(bad, result)
+                chunk = chunk.without({b.row for b in bad})
+            if len(chunk):
+                self.process_chunk(chunk, result)
+            since_checkpoint += size
+            if self.checkpoint_rows and since_checkpoint >= self.checkpoint_rows:
+                self._checkpoint(pending, reader.rows_read, digest, result)
+                since_checkpoint = 0
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                self._state(
+                    "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
+                )
+
+    def _resume(self, resume: dict[str, object], digest: RecordDigest, result: JobResult) -> None:
+        """The records up to the checkpoint were read again: check they are the same, then take its state back."""
+        try:
+            if digest.hexdigest() != resume["digest"]:
+                raise StrmError(f"{self.input_name} changed since the checkpoint of an earlier attempt")
+            state = dict(resume["state"])  # type: ignore[call-overload]
+            for name, value in dict(state.pop("counters")).items():
+                setattr(result, name, value)
+            self.restore(state)
+        except (StrmError, OSError) as exc:
+            self.key_store.clear_checkpoint(self.job_key)  # type: ignore[union-attr]
+            raise StrmError(
+                f"cannot resume: {exc}; the checkpoint is cleared, run the job again to start over"
+            ) from None
+
+    def _checkpoint(
+        self, pending: list[PendingObject], rows_done: int, digest: RecordDigest, result: JobResult
+    ) -> None:
+        for p in pending:
+            p.checkpoint()  # type: ignore[attr-defined]
+        counters = {**result.counters(), "excluded_by_reason": dict(result.excluded_by_reason)}
+        state = {"counters": counters, **self.checkpoint_state()}
+        part = pending[0].part if pending else 0  # type: ignore[attr-defined]
+        self.key_store.save_checkpoint(self.job_key, part, rows_done, digest.hexdigest(), state)  # type: ignore[union-attr]
+        self._state("RUNNING", f"Checkpoint: {rows_done} records committed in part {part}.", result)
 
     def _open(self, pending: list[PendingObject]) -> tuple[BinaryIO, CsvRecordReader]:
         """Open input and outputs, check the key store: every failure here is ERROR_STARTING."""
@@ -261,13 +340,17 @@ class BatchJob:
         self, loc: DataLocation, path: str, header: list[str], pending: list[PendingObject]
     ) -> CsvRecordWriter:
         try:
-            sink = self.storages(loc.connection_id).open_write(path)
+            storage = self.storages(loc.connection_id)
+            if self.checkpoint_rows:
+                sink: PendingObject = PartedOutput(storage, path, self.job_key, self._first_part)
+            else:
+                sink = storage.open_write(path)
         except StrmError:
             raise
         except Exception as exc:
             raise JobStartError(f"cannot write {describe(loc, path)}: {type(exc).__name__}: {exc}") from exc
         pending.append(sink)
-        return CsvRecordWriter(sink, header, charset=loc.charset)
+        return CsvRecordWriter(sink, header, charset=loc.charset, write_header=self._first_part == 0)
 
     def _record_start(self) -> None:
         if self.key_store is None:

@@ -92,6 +92,17 @@ audit_table = sa.Table(
     sa.Column("details", sa.JSON),
 )
 
+checkpoints_table = sa.Table(
+    "strm_checkpoints",
+    metadata,
+    sa.Column("job_key", sa.String(64), primary_key=True),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("rows_done", sa.BigInteger, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
 jobs_table = sa.Table(
     "strm_jobs",
     metadata,
@@ -563,6 +574,26 @@ class KeyStore:
                 ).scalar()
                 row["message"] = last
         return rows
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, job_key: str) -> dict[str, object] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(checkpoints_table).where(checkpoints_table.c.job_key == job_key)).first()
+        return dict(row._mapping) if row else None
+
+    def save_checkpoint(self, job_key: str, part: int, rows_done: int, digest: str, state: dict) -> None:
+        values = {"part": part, "rows_done": rows_done, "digest": digest, "state": state, "updated_at": _now_ms()}
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                checkpoints_table.update().where(checkpoints_table.c.job_key == job_key).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(checkpoints_table.insert().values(job_key=job_key, **values))
+
+    def clear_checkpoint(self, job_key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(checkpoints_table.delete().where(checkpoints_table.c.job_key == job_key))
 
     # ------------------------------------------------------------------ helpers
 

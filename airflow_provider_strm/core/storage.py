@@ -77,6 +77,11 @@ class Storage(ABC):
         """Raise :class:`JobStartError` if the storage cannot be reached."""
         return None
 
+    def delete_tree(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a folder)."""
+        for path in self.list(prefix):
+            self.delete(path)
+
     def describe(self, path: str) -> str:
         return f"{self.url.rstrip('/')}/{path.lstrip('/')}"
 
@@ -139,6 +144,16 @@ class LocalStorage(Storage):
             shutil.rmtree(full)
         else:
             full.unlink(missing_ok=True)
+
+    def delete_tree(self, prefix: str) -> None:
+        folder = self._full(prefix)
+        shutil.rmtree(folder, ignore_errors=True)
+        # drop the folders that only held it (e.g. .strm-parts/<job>/)
+        stop = self.root.resolve() if self.root is not None else None
+        parent = folder.parent
+        while parent != stop and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
     def check(self) -> None:
         if self.root is not None and not self.root.is_dir():

@@ -43,6 +43,8 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
     :param keys_path: a STRM keys file inside ``encryption_keys_data``'s connector, used
         when ``keystore_conn_id`` is None (default: the config's keys file). (templated)
     :param config_overrides: dotted config paths → values; any config field. (templated)
+    :param checkpoint_rows: commit the outputs in parts every this many records, so a retried task
+        resumes after the last part instead of starting over (default: off; costs one extra copy at the end).
     """
 
     template_fields: Sequence[str] = (
@@ -67,6 +69,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         keys_path: str | None = None,
         config_overrides: Mapping[str, Any] | None = None,
         chunk_rows: int = 20_000,
+        checkpoint_rows: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**self.with_defaults(kwargs))
@@ -78,6 +81,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         self.keys_path = keys_path
         self.config_overrides = dict(config_overrides or {})
         self.chunk_rows = chunk_rows
+        self.checkpoint_rows = checkpoint_rows
 
     def execute(self, context: Context) -> dict[str, object]:
         context["strm_file"] = file_label(self.source_path or self.encrypted_path)  # type: ignore[typeddict-unknown-key]
@@ -89,7 +93,8 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         job = DeriveJob(
             config, contract, keys, storage_for,
             source_path=self.source_path, encrypted_path=self.encrypted_path, secrets=connection_secret,
-            chunk_rows=self.chunk_rows, context=task_identity(context),
+            chunk_rows=self.chunk_rows,
+            checkpoint_rows=self.checkpoint_rows, context=task_identity(context),
         )  # fmt: skip
         self.log.info("STRM derive job %s: %s → %d outputs", job.job_id, job.input_name, len(config.derived_data))
         result = job.run()

@@ -41,6 +41,8 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
     :param consent_function: replaces STRM's consent extraction: a callable taking the record
         (column → value) and returning its consent levels, e.g. to read consent from two columns.
     :param chunk_rows: records per chunk (memory stays flat whatever the file size).
+    :param checkpoint_rows: commit the outputs in parts every this many records, so a retried task
+        resumes after the last part instead of starting over (default: off; costs one extra copy at the end).
     """
 
     template_fields: Sequence[str] = (
@@ -64,6 +66,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         config_overrides: Mapping[str, Any] | None = None,
         consent_function: ConsentFunction | None = None,
         chunk_rows: int = 20_000,
+        checkpoint_rows: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**self.with_defaults(kwargs))
@@ -75,6 +78,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         self.config_overrides = dict(config_overrides or {})
         self.consent_function = consent_function
         self.chunk_rows = chunk_rows
+        self.checkpoint_rows = checkpoint_rows
 
     def _overrides(self) -> dict[str, Any]:
         overrides = dict(self.config_overrides)
@@ -94,6 +98,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
             source_path=self.source_path,
             consent_function=self.consent_function,
             chunk_rows=self.chunk_rows,
+            checkpoint_rows=self.checkpoint_rows,
             context=task_identity(context),
         )
         self.log.info("STRM encrypt job %s: %s (group %s)", job.job_id, job.source_path, job.group_id)
