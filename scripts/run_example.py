@@ -53,8 +53,10 @@ def example_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_example(home: Path, date: str, dag_id: str = DAG_ID) -> subprocess.CompletedProcess[str]:
-    env = example_env(home)
+def run_example(
+    home: Path, date: str, dag_id: str = DAG_ID, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**example_env(home), **(extra_env or {})}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, text=True)
     return subprocess.run([airflow, "dags", "test", dag_id, date], env=env, capture_output=True, text=True)

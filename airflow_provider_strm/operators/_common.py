@@ -87,3 +87,28 @@ def connection_secret(conn_id: str) -> bytes:
         raise JobStartError(f"connection {conn_id!r} holds no secret (set its password)")
     mask_secret(secret)
     return secret.encode("utf-8")
+
+
+#: Metric names (Airflow Stats; with StatsD they arrive prefixed by ``[metrics] statsd_prefix``).
+METRICS = {
+    "rows_in": "strm.{kind}.records",
+    "rows_out": "strm.{kind}.records_out",
+    "dead_lettered": "strm.{kind}.bad_records",
+    "excluded": "strm.{kind}.excluded_records",
+    "keys_created": "strm.{kind}.keys_created",
+    "keys_reused": "strm.{kind}.keys_reused",
+    "bytes_out": "strm.{kind}.bytes",
+}
+DURATION_METRIC = "strm.{kind}.duration"
+
+
+def emit_metrics(result: Any) -> None:
+    """Counters and a timer per finished job, tagged with the job kind (``encrypt`` / ``derive``)."""
+    from datetime import timedelta
+
+    from airflow.sdk.observability.stats import Stats
+
+    tags = {"kind": result.kind}
+    for field, name in METRICS.items():
+        Stats.incr(name.format(kind=result.kind), count=int(getattr(result, field)), tags=tags)
+    Stats.timing(DURATION_METRIC.format(kind=result.kind), timedelta(seconds=result.seconds), tags=tags)

@@ -15,6 +15,7 @@ from airflow_provider_strm.operators._common import (
     ConfigArg,
     StrmJobDefaults,
     connection_secret,
+    emit_metrics,
     file_label,
     load_job,
     task_identity,
@@ -99,6 +100,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         self.log.info("STRM derive job %s: %s → %d outputs", job.job_id, job.input_name, len(config.derived_data))
         result = job.run()
         self.log.info("%s", result.message)
+        emit_metrics(result)
         return result.to_dict()
 
     def _keys_file(self, config):  # type: ignore[no-untyped-def]

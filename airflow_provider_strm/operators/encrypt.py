@@ -13,6 +13,7 @@ from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
 from airflow_provider_strm.operators._common import (
     ConfigArg,
     StrmJobDefaults,
+    emit_metrics,
     file_label,
     load_job,
     task_identity,
@@ -104,4 +105,5 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         self.log.info("STRM encrypt job %s: %s (group %s)", job.job_id, job.source_path, job.group_id)
         result = job.run()
         self.log.info("%s", result.message)
+        emit_metrics(result)
         return result.to_dict()
