@@ -103,7 +103,14 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
             context=task_identity(context),
         )
         self.log.info("STRM encrypt job %s: %s (group %s)", job.job_id, job.source_path, job.group_id)
+        self._job = job
         result = job.run()
         self.log.info("%s", result.message)
         emit_metrics(result)
         return result.to_dict()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any):  # type: ignore[no-untyped-def]
+        """Datasets in and out with column lineage (PII columns marked), from the job that ran."""
+        from airflow_provider_strm.operators.lineage import encrypt_lineage
+
+        return encrypt_lineage(self._job)
