@@ -240,6 +240,11 @@ def _set_path(doc: dict[str, Any], dotted: str, value: Any) -> None:
         node = node[part]
 
 
+#: When a set, every setting the loader reads is added to it (``a.b[].c``, ``*`` for data-map keys);
+#: the configuration reference is checked against it.
+RECORDED_SETTINGS: set[str] | None = None
+
+
 class DocReader:
     """Walks one dict of the document, remembering what was read to reject the rest."""
 
@@ -252,6 +257,16 @@ class DocReader:
             raise ConfigError(path or "(document)", f"must be an object, got {type(doc).__name__}", source=source)
         self.doc = doc
         self.seen: set[str] = set()
+        #: this object's path with list indexes as [] and data-map keys as * (for RECORDED_SETTINGS)
+        self.generic_path = re.sub(r"\[\d+\]", "[]", path)
+
+    def _generic(self, key: str) -> str:
+        name = "*" if self.path.endswith("field_patterns") else key  # keys of data maps are values
+        return f"{self.generic_path}.{name}" if self.generic_path else name
+
+    def _record(self, key: str) -> None:
+        if RECORDED_SETTINGS is not None and key in self.doc:
+            RECORDED_SETTINGS.add(self._generic(key))
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -261,16 +276,20 @@ class DocReader:
 
     def get(self, key: str, default: Any = None) -> Any:
         self.seen.add(key)
+        self._record(key)
         value = self.doc.get(key, default)
         return default if value is None else value
 
     def sub(self, key: str, required: bool = False) -> DocReader | None:
         self.seen.add(key)
+        self._record(key)
         if key not in self.doc or self.doc[key] is None:
             if required:
                 raise self.error(key, "is required")
             return None
-        return DocReader(self.doc[key], self.at(key), self.source)
+        reader = DocReader(self.doc[key], self.at(key), self.source)
+        reader.generic_path = self._generic(key)
+        return reader
 
     def string(self, key: str, required: bool = False) -> str | None:
         value = self.get(key)

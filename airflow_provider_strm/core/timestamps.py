@@ -1,266 +1,500 @@
 """Record timestamps: Java ``DateTimeFormatter`` patterns → epoch milliseconds (UTC).
 
-STRM configs give the timestamp format as a Java pattern (``yyyy-MM-dd HH:mm:ss``,
-``M/d/yyyy H:m``, ``yyyy-MM-dd'T'HH:mm:ss.SSSXXX``...). A pattern is compiled
-once into a regular expression; values without an offset are read in the
-config's default IANA zone, resolving DST gaps and overlaps as Java's
-``ZonedDateTime.of`` does. No pattern means ISO-8601.
+For the encrypt and validation jobs, which must put every record in the same
+key window as STRM Privacy's Java batch jobs did. A config gives the timestamp
+format as a Java pattern (``yyyy-MM-dd HH:mm:ss``, ``M/d/yyyy H:m``,
+``yyyy-MM-dd'T'HH:mm:ss.SSSXXX``...) or none for ISO-8601. The pattern is
+compiled once into a regular expression whose groups feed a small resolver that
+follows Java's SMART resolver on the points that matter for event data; values
+without an offset are read in the config's default IANA zone, with DST gaps and
+overlaps resolved as ``ZonedDateTime.of`` does.
+
+Deliberate differences from ``DateTimeFormatter.ofPattern``: one-letter numeric
+fields take one or two digits (Java takes up to 19); day-of-month and hour
+values are checked strictly (Java SMART turns Feb 30 into Feb 28 and 24:00 into
+the next midnight; we report them); month names, day names and AM/PM are
+matched case-insensitively in English; ``z`` accepts zone ids, not zone names.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from functools import cache
+from zoneinfo import ZoneInfo, available_timezones
 
 from airflow_provider_strm.core.errors import TimestampFormatError
 
+__all__ = ["DAY_MS", "TimestampParser", "window_start"]
+
 DAY_MS = 86_400_000
 _CACHE_SIZE = 65_536
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_ONE_MS = timedelta(milliseconds=1)
+_DIGIT = "[0-9]"
 
-_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_MONTHS_FULL = [
+# Field slots filled by the regex groups, in the order of the tuple the resolver unpacks.
+(YEAR, MONTH, DAY, DAY_OF_YEAR, HOUR, HOUR_OF_AMPM, AMPM, MINUTE, SECOND, NANO, DAY_OF_WEEK, OFFSET, ZONE) = range(13)
+_FIELD_NAMES = (
+    "year", "month", "day of month", "day of year", "hour", "hour of AM/PM", "AM/PM",
+    "minute", "second", "fraction of second", "day of week", "offset", "zone",
+)  # fmt: skip
+
+_MONTHS_SHORT = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTHS_FULL = (
     "january", "february", "march", "april", "may", "june",
     "july", "august", "september", "october", "november", "december",
-]  # fmt: skip
-_DAYS = "mon|tue|wed|thu|fri|sat|sun"
-_DAYS_FULL = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+)  # fmt: skip
+_DAYS_SHORT = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAYS_FULL = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+_MONTH_BY_NAME = {name: i + 1 for names in (_MONTHS_SHORT, _MONTHS_FULL) for i, name in enumerate(names)}
+_MONTH_BY_NAME["sept"] = 9  # newer JDKs print "Sept" for some English locales
+_DAY_BY_NAME = {name: i + 1 for names in (_DAYS_SHORT, _DAYS_FULL) for i, name in enumerate(names)}
+
+# Java's offset layouts (DateTimeFormatterBuilder.appendOffset): upper case = required, lower case = optional.
+_OFFSET_LAYOUTS = {
+    "+HHmm": r"[+-][0-9]{2}(?:[0-9]{2})?",
+    "+HHMM": r"[+-][0-9]{4}",
+    "+HH:MM": r"[+-][0-9]{2}:[0-9]{2}",
+    "+HHMMss": r"[+-][0-9]{4}(?:[0-9]{2})?",
+    "+HH:MM:ss": r"[+-][0-9]{2}:[0-9]{2}(?::[0-9]{2})?",
+}
+_X_LAYOUTS = ("+HHmm", "+HHMM", "+HH:MM", "+HHMMss", "+HH:MM:ss")
+_ZONE_ID = r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*|[+-][0-9]{2}:[0-9]{2}"
+
+Converter = Callable[[str], object]
 
 
 def window_start(epoch_ms: int) -> int:
-    """Start (epoch ms) of the UTC calendar day containing ``epoch_ms``."""
-    return epoch_ms - epoch_ms % DAY_MS
+    """Start (epoch ms) of the UTC calendar day containing ``epoch_ms``: the key window of a record."""
+    return epoch_ms // DAY_MS * DAY_MS
 
 
-def _numeric(name: str, count: int, max_digits: int = 2) -> str:
-    # Java SMART parsing: one letter takes 1..max digits, a doubled letter exactly that many.
-    width = f"{{1,{max_digits}}}" if count == 1 else f"{{{count}}}"
-    return f"(?P<{name}>\\d{width})"
+# --------------------------------------------------------------------- field converters
 
 
-def _compile(pattern: str) -> tuple[re.Pattern[str], set[str]]:
-    out: list[str] = []
-    fields: set[str] = set()
+def _year2(text: str) -> int:
+    return 2000 + int(text)  # Java's reduced "yy" parser has base year 2000
+
+
+def _month_name(text: str) -> int:
+    return _MONTH_BY_NAME[text.lower()]
+
+
+def _day_name(text: str) -> int:
+    return _DAY_BY_NAME[text.lower()]
+
+
+def _narrow_day(text: str) -> None:
+    return None  # "T" is Tuesday or Thursday: accepted, never checked
+
+
+def _ampm(text: str) -> int:
+    return 0 if text[0] in "aA" else 1
+
+
+def _ranged(low: int, high: int, what: str, modulo: int | None = None) -> Converter:
+    def convert(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"{what} {value} is out of range {low}-{high}")
+        return value % modulo if modulo else value
+
+    return convert
+
+
+def _fraction(text: str) -> int:
+    return int(text.ljust(9, "0"))  # nanoseconds
+
+
+def _nanos(text: str) -> int:
+    value = int(text)
+    if value > 999_999_999:
+        raise ValueError(f"nano-of-second {value} is out of range")
+    return value
+
+
+def _offset_seconds(text: str) -> int:
+    """``Z``, ``+HH``, ``+HHMM``, ``+HH:MM``, ``+HHMMSS``, ``+HH:MM:SS`` → seconds east of UTC."""
+    if text in ("Z", "z"):
+        return 0
+    digits = text[1:].replace(":", "")
+    if not digits.isdigit() or len(digits) not in (1, 2, 4, 6):
+        raise ValueError(f"offset {text} is not +HH:MM")
+    hours = int(digits[:-4] or digits) if len(digits) > 2 else int(digits)
+    minutes = int(digits[-4:-2]) if len(digits) == 6 else int(digits[-2:]) if len(digits) == 4 else 0
+    seconds = int(digits[-2:]) if len(digits) == 6 else 0
+    if hours > 18 or minutes > 59 or seconds > 59 or hours * 3600 + minutes * 60 + seconds > 18 * 3600:
+        raise ValueError(f"offset {text} is out of range")
+    return (-1 if text[0] == "-" else 1) * (hours * 3600 + minutes * 60 + seconds)
+
+
+def _gmt_offset(text: str) -> int:
+    return _offset_seconds(text[3:]) if len(text) > 3 else 0
+
+
+@cache
+def _region_ids() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _resolve_zone(name: str) -> tzinfo:
+    """A Java ``ZoneId`` string (IANA region, ``UTC``, ``Z``, ``+01:00``, ``GMT+1``) → tzinfo."""
+    if name in ("UTC", "Z", "GMT", "UT"):
+        return UTC
+    prefixed = re.fullmatch(r"(?:UTC|GMT|UT)?([+-][0-9]{1,2}(?::?[0-9]{2}){0,2})", name)
+    if prefixed:
+        return timezone(timedelta(seconds=_offset_seconds(prefixed.group(1))))
+    # Only known ids reach ZoneInfo: arbitrary keys make it probe the file system (and raise OSError).
+    if name in _region_ids():
+        return ZoneInfo(name)
+    raise ValueError(f"unknown time zone {name!r}")
+
+
+# --------------------------------------------------------------------- pattern compiler
+
+
+@dataclass
+class _Compiled:
+    regex: re.Pattern[str]
+    slots: tuple[tuple[int, Converter], ...]
+    fields: frozenset[int]
+
+
+def _names(words: tuple[str, ...], extra: tuple[str, ...] = ()) -> str:
+    # longest first so that "sept" is tried before "sep"
+    return "(?i:" + "|".join(sorted({*words, *extra}, key=len, reverse=True)) + ")"
+
+
+def _numeric(count: int, what: str, max_count: int = 2) -> str:
+    if count > max_count:
+        raise ValueError(f"too many pattern letters for {what}")
+    # one letter takes one or two digits, two letters exactly two (Java's strict appendValue(field, 2))
+    return f"{_DIGIT}{{1,2}}" if count == 1 else f"{_DIGIT}{{{count}}}"
+
+
+def _compile(pattern: str) -> _Compiled:
+    """Translate a Java pattern into a regex with one capturing group per field.
+
+    :raises ValueError: the pattern has a letter Java or this parser does not support, an
+        unbalanced quote or bracket, or cannot give a full date.
+    """
+    parts: list[str] = []
+    slots: list[tuple[int, Converter]] = []
+    depth = 0
     i, n = 0, len(pattern)
 
-    def add(name: str, regex: str) -> None:
-        if name in fields:
-            raise ValueError(f"timestamp pattern {pattern!r} sets {name} twice")
-        fields.add(name)
-        out.append(regex)
+    def field(slot: int, regex: str, convert: Converter = int) -> None:
+        parts.append(f"({regex})")
+        slots.append((slot, convert))
 
     while i < n:
         ch = pattern[i]
         if ch == "'":
-            end = pattern.find("'", i + 1)
-            if end == -1:
-                raise ValueError(f"timestamp pattern {pattern!r} has an unbalanced quote")
-            literal = pattern[i + 1 : end] or "'"  # '' is a literal quote
-            out.append(re.escape(literal))
-            i = end + 1
+            j = i + 1
+            while j < n:
+                if pattern[j] == "'":
+                    if j + 1 < n and pattern[j + 1] == "'":
+                        j += 2
+                        continue
+                    break
+                j += 1
+            if j >= n:
+                raise ValueError(f"timestamp pattern {pattern!r} has an unbalanced quote (')")
+            text = pattern[i + 1 : j]
+            parts.append(re.escape(text.replace("''", "'") if text else "'"))
+            i = j + 1
             continue
-        if not ch.isalpha():
-            out.append(re.escape(ch))
+        if ch == "[":
+            parts.append("(?:")
+            depth += 1
+            i += 1
+            continue
+        if ch == "]":
+            if depth == 0:
+                raise ValueError(f"timestamp pattern {pattern!r} has ] without a previous [")
+            parts.append(")?")
+            depth -= 1
+            i += 1
+            continue
+        if ch in "{}#":
+            raise ValueError(f"timestamp pattern {pattern!r} uses the reserved character {ch!r}")
+        if not ("a" <= ch <= "z" or "A" <= ch <= "Z"):
+            parts.append(re.escape(ch))
             i += 1
             continue
         j = i
         while j < n and pattern[j] == ch:
             j += 1
-        count = j - i
-        i = j
-        if ch in "yu":
-            if count == 2:
-                add("year2", r"(?P<year2>\d{2})")
-            else:
-                add("year", rf"(?P<year>[+-]?\d{{{count if count > 2 else 1},9}})")
-        elif ch in "ML":
-            if count <= 2:
-                add("month", _numeric("month", count))
-            elif count == 3:
-                add("month_name", r"(?P<month_name>[A-Za-z]{3})")
-            else:
-                add("month_full", r"(?P<month_full>[A-Za-z]{3,9})")
-        elif ch == "d":
-            add("day", _numeric("day", count))
-        elif ch == "D":
-            add("day_of_year", _numeric("day_of_year", count, 3))
-        elif ch == "H":
-            add("hour", _numeric("hour", count))
-        elif ch == "k":
-            add("hour_k", _numeric("hour_k", count))
-        elif ch == "h":
-            add("hour12", _numeric("hour12", count))
-        elif ch == "K":
-            add("hour_K", _numeric("hour_K", count))
-        elif ch == "m":
-            add("minute", _numeric("minute", count))
-        elif ch == "s":
-            add("second", _numeric("second", count))
-        elif ch == "S":
-            add("fraction", rf"(?P<fraction>\d{{{count}}})")
-        elif ch == "n":
-            add("nano", r"(?P<nano>\d{1,9})")
-        elif ch == "a":
-            add("ampm", r"(?P<ampm>[AaPp][Mm])")
-        elif ch in "EecB":
-            out.append(f"(?:{_DAYS_FULL}|{_DAYS})" if count >= 4 else f"(?:{_DAYS})")
-        elif ch == "X":
-            add("offset", r"(?P<offset>Z|[+-]\d{2}(?::?\d{2})?)")
-        elif ch == "x":
-            add("offset", r"(?P<offset>[+-]\d{2}(?::?\d{2})?)")
-        elif ch == "Z":
-            add("offset", r"(?P<offset>Z|[+-]\d{2}:?\d{2})")
-        elif ch == "O":
-            add("offset", r"(?:GMT|UTC)(?P<offset>[+-]\d{1,2}(?::?\d{2})?)?")
-        elif ch == "V" and count == 2:
-            add("zone", r"(?P<zone>[A-Za-z_]+(?:/[A-Za-z_+-]+)*|Z)")
-        elif ch == "z":
-            add("zone", r"(?P<zone>[A-Za-z_]+(?:/[A-Za-z_+-]+)*)")
+        count, i = j - i, j
+        try:
+            _letter(ch, count, field)
+        except ValueError as exc:
+            raise ValueError(f"timestamp pattern {pattern!r}: {exc}") from None
+    parts.append(")?" * depth)  # Java closes optional sections left open
+    fields = frozenset(slot for slot, _ in slots)
+    _check_complete(pattern, fields)
+    return _Compiled(re.compile("".join(parts), re.ASCII), tuple(slots), fields)
+
+
+def _letter(ch: str, count: int, field: Callable[..., None]) -> None:
+    """Append the regex of ``count`` repetitions of pattern letter ``ch``."""
+    if ch in "yu":
+        if count == 2:
+            field(YEAR, f"{_DIGIT}{{2}}", _year2)
+        elif count < 4:
+            field(YEAR, f"{_DIGIT}{{{count},10}}")
         else:
-            raise ValueError(f"timestamp pattern {pattern!r}: letter {ch!r} is not supported")
-    if ("hour12" in fields or "hour_K" in fields) and "ampm" not in fields:
-        raise ValueError(f"timestamp pattern {pattern!r} uses a 12-hour clock (h/K) without an AM/PM field (a)")
-    if not ({"year", "year2"} & fields):
-        raise ValueError(f"timestamp pattern {pattern!r} has no year (y)")
-    if not ({"month", "month_name", "month_full", "day_of_year"} & fields):
-        raise ValueError(f"timestamp pattern {pattern!r} has no month (M)")
-    return re.compile("".join(out), re.IGNORECASE), fields
+            field(YEAR, f"{_DIGIT}{{{count}}}")  # years beyond 9999 cannot be represented anyway
+    elif ch in "ML":
+        if count <= 2:
+            field(MONTH, _numeric(count, "month"))
+        elif count == 3:
+            field(MONTH, _names(_MONTHS_SHORT, ("sept",)), _month_name)
+        elif count == 4:
+            field(MONTH, _names(_MONTHS_FULL), _month_name)
+        else:
+            raise ValueError(f"{ch * count} (narrow month names) is ambiguous and not supported")
+    elif ch == "d":
+        field(DAY, _numeric(count, "day of month (d)"))
+    elif ch == "D":
+        if count > 3:
+            raise ValueError("too many pattern letters for day of year (D)")
+        field(DAY_OF_YEAR, f"{_DIGIT}{{1,3}}" if count == 1 else f"{_DIGIT}{{{count},3}}")
+    elif ch == "H":
+        field(HOUR, _numeric(count, "hour (H)"), _ranged(0, 23, "hour"))
+    elif ch == "k":
+        field(HOUR, _numeric(count, "clock hour (k)"), _ranged(1, 24, "clock hour", 24))
+    elif ch == "h":
+        field(HOUR_OF_AMPM, _numeric(count, "clock hour of AM/PM (h)"), _ranged(1, 12, "clock hour", 12))
+    elif ch == "K":
+        field(HOUR_OF_AMPM, _numeric(count, "hour of AM/PM (K)"), _ranged(0, 11, "hour of AM/PM"))
+    elif ch == "m":
+        field(MINUTE, _numeric(count, "minute (m)"), _ranged(0, 59, "minute"))
+    elif ch == "s":
+        field(SECOND, _numeric(count, "second (s)"), _ranged(0, 59, "second"))
+    elif ch == "S":
+        if count > 9:
+            raise ValueError("a fraction of second (S) has at most 9 digits")
+        field(NANO, f"{_DIGIT}{{{count}}}", _fraction)
+    elif ch == "n":
+        field(NANO, f"{_DIGIT}{{{count},9}}", _nanos)
+    elif ch == "a":
+        if count > 1:
+            raise ValueError("AM/PM is a single letter a")
+        field(AMPM, "(?i:am|pm)", _ampm)
+    elif ch == "E":
+        if count <= 3:
+            field(DAY_OF_WEEK, _names(_DAYS_SHORT), _day_name)
+        elif count == 4:
+            field(DAY_OF_WEEK, _names(_DAYS_FULL), _day_name)
+        elif count == 5:
+            field(DAY_OF_WEEK, "[MTWFS]", _narrow_day)
+        else:
+            raise ValueError("too many pattern letters for day of week (E)")
+    elif ch == "X" or ch == "x":
+        if count > 5:
+            raise ValueError(f"too many pattern letters for offset ({ch})")
+        layout = _OFFSET_LAYOUTS[_X_LAYOUTS[count - 1]]
+        field(OFFSET, f"Z|{layout}" if ch == "X" else layout, _offset_seconds)
+    elif ch == "Z":
+        if count <= 3:
+            field(OFFSET, _OFFSET_LAYOUTS["+HHMM"], _offset_seconds)
+        elif count == 4:
+            field(OFFSET, "GMT(?:[+-][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?", _gmt_offset)
+        elif count == 5:
+            field(OFFSET, "Z|" + _OFFSET_LAYOUTS["+HH:MM:ss"], _offset_seconds)
+        else:
+            raise ValueError("too many pattern letters for offset (Z)")
+    elif ch == "O":
+        if count == 1:
+            field(OFFSET, "GMT(?:[+-][0-9]{1,2}(?::[0-9]{2}(?::[0-9]{2})?)?)?", _gmt_offset)
+        elif count == 4:
+            field(OFFSET, "GMT(?:[+-][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?", _gmt_offset)
+        else:
+            raise ValueError("the localized offset is O or OOOO")
+    elif ch == "V" or ch == "z":
+        if ch == "V" and count != 2:
+            raise ValueError("a zone id is VV")
+        if count > 4:
+            raise ValueError("too many pattern letters for zone (z)")
+        field(ZONE, _ZONE_ID, _resolve_zone)
+    elif ch == "Y":
+        raise ValueError("letter 'Y' (week-based year) is not supported; the calendar year is 'y'")
+    else:
+        raise ValueError(f"letter {ch!r} is not supported")
 
 
-def _offset(text: str) -> timezone:
-    if text in ("Z", "z"):
-        return UTC
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    hours = int(digits[:2]) if len(digits) >= 2 else int(digits)
-    minutes = int(digits[2:4]) if len(digits) >= 4 else 0
-    if hours > 18 or minutes > 59:
-        raise ValueError("offset out of range")
-    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+def _check_complete(pattern: str, fields: frozenset[int]) -> None:
+    """Refuse at construction what could never give an instant (Java would fail on every record)."""
+
+    def refuse(why: str) -> None:
+        raise ValueError(f"timestamp pattern {pattern!r} {why}")
+
+    if YEAR not in fields:
+        refuse("has no year (y)")
+    if DAY_OF_YEAR not in fields and not {MONTH, DAY} <= fields:
+        refuse("has no full date: it needs a year (y), a month (M) and a day of month (d)")
+    if HOUR_OF_AMPM in fields and AMPM not in fields:
+        refuse("uses a 12-hour clock (h/K) without an AM/PM field (a)")
+    if MINUTE in fields and HOUR not in fields and HOUR_OF_AMPM not in fields:
+        refuse("has minutes (m) but no hour (H, h, k or K)")
+    if SECOND in fields and MINUTE not in fields:
+        refuse("has seconds (s) but no minutes (m)")
+    if NANO in fields and SECOND not in fields:
+        refuse("has a fraction of second (S) but no seconds (s)")
+
+
+# ISO-8601 as Java's ISO_DATE_TIME reads it, plus a space for the T and date-only values.
+_ISO = _Compiled(
+    re.compile(
+        r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+        r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,9}))?)?"
+        r"([Zz]|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2})?)?)?"
+        rf"(?:\[({_ZONE_ID})\])?)?",
+        re.ASCII,
+    ),
+    (
+        (YEAR, int),
+        (MONTH, int),
+        (DAY, int),
+        (HOUR, _ranged(0, 23, "hour")),
+        (MINUTE, _ranged(0, 59, "minute")),
+        (SECOND, _ranged(0, 59, "second")),
+        (NANO, _fraction),
+        (OFFSET, _offset_seconds),
+        (ZONE, _resolve_zone),
+    ),
+    frozenset({YEAR, MONTH, DAY, HOUR, MINUTE, SECOND, NANO, OFFSET, ZONE}),
+)
+
+
+# --------------------------------------------------------------------- parser
 
 
 class TimestampParser:
     """Parses a record's timestamp field to epoch milliseconds (UTC).
 
+    Built once per job from the config's ``timestamp_config``; ``parse`` then runs on
+    every record, so repeated values are answered from a cache.
+
     :param pattern: a Java ``DateTimeFormatter`` pattern, or None for ISO-8601.
-    :param default_time_zone: the IANA zone of values that carry no offset.
-    :raises ValueError: at construction, for an unsupported pattern or unknown zone.
+    :param default_time_zone: the IANA zone id of values that carry no offset.
+    :raises ValueError: an unsupported or invalid pattern, or an unknown zone, named in the message.
     """
 
     def __init__(self, pattern: str | None, default_time_zone: str = "UTC") -> None:
         self.pattern = pattern
+        self.default_time_zone = default_time_zone
         try:
-            self.zone = ZoneInfo(default_time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
+            self.zone = _resolve_zone(default_time_zone)
+        except (ValueError, TypeError):
             raise ValueError(f"unknown IANA time zone {default_time_zone!r}") from None
-        self._regex, self._fields = _compile(pattern) if pattern is not None else (None, set())
+        compiled = _ISO if pattern is None else _compile(pattern)
+        self._match = compiled.regex.fullmatch
+        self._slots = compiled.slots
         self._cache: dict[str, int] = {}
 
     def parse(self, value: str) -> int:
+        """Epoch milliseconds of ``value``.
+
+        :raises TimestampFormatError: for a missing value or one that does not match; never anything else.
+        """
         cached = self._cache.get(value)
         if cached is not None:
             return cached
-        if value is None or value == "":
-            raise TimestampFormatError("", self.pattern, "missing timestamp")
+        if not value:
+            raise TimestampFormatError(value or "", self.pattern, "missing timestamp")
         try:
-            result = self._parse_iso(value) if self._regex is None else self._parse_pattern(value)
-        except TimestampFormatError:
-            raise
-        except (ValueError, OverflowError, KeyError, IndexError, ZoneInfoNotFoundError) as exc:
+            match = self._match(value)
+        except TypeError:
+            raise TimestampFormatError(repr(value), self.pattern, "not a string") from None
+        if match is None:
+            raise TimestampFormatError(value, self.pattern)
+        try:
+            result = self._resolve(match.groups())
+        except (ValueError, ArithmeticError, LookupError) as exc:
             raise TimestampFormatError(value, self.pattern, str(exc) or None) from None
-        if len(self._cache) < _CACHE_SIZE:
-            self._cache[value] = result
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()  # a sorted file moves on; old values rarely come back
+        self._cache[value] = result
         return result
 
     def parse_many(self, values: list[str]) -> list[int]:
-        return [self.parse(v) for v in values]
+        """Epoch milliseconds of each value, in order.
 
-    # ------------------------------------------------------------------ internals
+        :raises TimestampFormatError: for the first value that is missing or does not match.
+        """
+        get, parse = self._cache.get, self.parse
+        out: list[int] = []
+        append = out.append
+        for value in values:
+            hit = get(value)
+            append(hit if hit is not None else parse(value))
+        return out
 
-    def _parse_pattern(self, value: str) -> int:
-        assert self._regex is not None
-        m = self._regex.fullmatch(value)
-        if m is None:
-            raise TimestampFormatError(value, self.pattern)
-        g = m.groupdict()
-        if g.get("year") is not None:
-            year = int(g["year"])
-        else:
-            year = 2000 + int(g["year2"])
-        if g.get("day_of_year") is not None:
-            base = datetime(year, 1, 1) + timedelta(days=int(g["day_of_year"]) - 1)
-            if base.year != year:
-                raise ValueError("day of year out of range")
-            month, day = base.month, base.day
-        else:
-            month = self._month(g)
-            day = int(g["day"]) if g.get("day") is not None else 1
-        hour = 0
-        if g.get("hour") is not None:
-            hour = int(g["hour"])
-        elif g.get("hour_k") is not None:
-            hour = int(g["hour_k"])
-            if not 1 <= hour <= 24:
-                raise ValueError("clock hour k out of range 1-24")
-            hour %= 24
-        elif g.get("hour12") is not None or g.get("hour_K") is not None:
-            h12 = int(g["hour12"]) if g.get("hour12") is not None else int(g["hour_K"])
-            if g.get("hour12") is not None and not 1 <= h12 <= 12:
-                raise ValueError("clock hour h out of range 1-12")
-            if g.get("hour_K") is not None and not 0 <= h12 <= 11:
-                raise ValueError("hour K out of range 0-11")
-            hour = h12 % 12 + (12 if g["ampm"].lower() == "pm" else 0)
-        minute = int(g["minute"]) if g.get("minute") is not None else 0
-        second = int(g["second"]) if g.get("second") is not None else 0
-        micro = 0
-        if g.get("fraction") is not None:
-            micro = int((g["fraction"] + "000000")[:6])
-        elif g.get("nano") is not None:
-            micro = int(g["nano"]) // 1000
-        naive = datetime(year, month, day, hour, minute, second, micro)
-        if g.get("offset") is not None:
-            return _epoch_ms(naive.replace(tzinfo=_offset(g["offset"])))
-        if g.get("zone") is not None:
-            zone = UTC if g["zone"] in ("Z", "UTC", "GMT") else ZoneInfo(g["zone"])
-            return _epoch_ms(_java_local(naive, zone))
-        return _epoch_ms(_java_local(naive, self.zone))
+    def _resolve(self, groups: tuple[str | None, ...]) -> int:
+        values: list[object] = [None] * 13
+        for text, (slot, convert) in zip(groups, self._slots, strict=True):
+            if text is None:
+                continue
+            value = convert(text)
+            if value is None:
+                continue
+            seen = values[slot]
+            if seen is not None and seen != value:
+                raise ValueError(f"conflicting values for {_FIELD_NAMES[slot]}: {seen} and {value}")
+            values[slot] = value
+        year, month, day, day_of_year, hour, hour_of_ampm, ampm, minute, second, nano, dow, offset, zone = values
 
-    @staticmethod
-    def _month(g: dict[str, str | None]) -> int:
-        if g.get("month") is not None:
-            return int(g["month"])  # type: ignore[arg-type]
-        if g.get("month_name") is not None:
-            return _MONTHS.index(g["month_name"].lower()) + 1  # type: ignore[union-attr]
-        if g.get("month_full") is not None:
-            return _MONTHS_FULL.index(g["month_full"].lower()) + 1  # type: ignore[union-attr]
-        return 1
+        if day_of_year is not None:
+            start = date(year, 1, 1).toordinal()  # type: ignore[arg-type]
+            from_doy = date.fromordinal(start + day_of_year - 1)  # type: ignore[operator]
+            if not 1 <= day_of_year <= 366 or from_doy.year != year:  # type: ignore[operator]
+                raise ValueError(f"day of year {day_of_year} is out of range")
+            if month is None:
+                month, day = from_doy.month, from_doy.day
+            elif (month, day) != (from_doy.month, from_doy.day):
+                raise ValueError(f"day of year {day_of_year} contradicts the date")
+        if hour_of_ampm is not None:
+            if ampm is None:
+                raise ValueError("a 12-hour clock value needs AM or PM")
+            from_ampm = ampm * 12 + hour_of_ampm  # type: ignore[operator]
+            if hour is not None and hour != from_ampm:
+                raise ValueError(f"conflicting values for hour: {hour} and {from_ampm}")
+            hour = from_ampm
+        elif ampm is not None and hour is not None and hour // 12 != ampm:  # type: ignore[operator]
+            raise ValueError(f"hour {hour} contradicts {'PM' if ampm else 'AM'}")
+        if hour is None:
+            if minute is not None:
+                raise ValueError("minutes without an hour")
+            hour = 0
+        if minute is None:
+            if second is not None:
+                raise ValueError("seconds without minutes")
+            minute = 0
+        if second is None:
+            if nano is not None:
+                raise ValueError("a fraction without seconds")
+            second = 0
+        nano = nano or 0
 
-    def _parse_iso(self, value: str) -> int:
-        text = value.strip()
-        if not text or not text[0].isdigit() or not text.isascii():
-            raise TimestampFormatError(value, None)
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        parsed = datetime.fromisoformat(text)
-        if parsed.tzinfo is None:
-            return _epoch_ms(_java_local(parsed, self.zone))
-        return _epoch_ms(parsed)
-
-
-def _java_local(naive: datetime, zone: ZoneInfo | timezone) -> datetime:
-    """Attach a zone as Java's ZonedDateTime.of: overlap → earlier offset; gap → shift forward by the gap."""
-    if isinstance(zone, timezone):
-        return naive.replace(tzinfo=zone)
-    earlier = naive.replace(tzinfo=zone, fold=0)
-    # A local time in a gap does not survive a round trip through UTC.
-    roundtrip = earlier.astimezone(UTC).astimezone(zone).replace(tzinfo=None)
-    if roundtrip == naive:
-        return earlier
-    gap = naive.replace(tzinfo=zone, fold=1).utcoffset() - naive.replace(tzinfo=zone, fold=0).utcoffset()  # type: ignore[operator]
-    shifted = naive + abs(gap)
-    return shifted.replace(tzinfo=zone, fold=0)
-
-
-def _epoch_ms(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
+        local = datetime(year, month, day, hour, minute, second, nano // 1000)  # type: ignore[arg-type]
+        if dow is not None and local.isoweekday() != dow:
+            raise ValueError(f"{_DAYS_FULL[dow - 1].title()} is not the day of week of {local.date()}")  # type: ignore[operator]
+        local_ms = (
+            (local.toordinal() - _EPOCH_ORDINAL) * DAY_MS
+            + ((hour * 60 + minute) * 60 + second) * 1000  # type: ignore[operator]
+            + nano // 1_000_000  # type: ignore[operator]
+        )
+        if offset is not None:  # an offset in the value wins over its zone, as in Java's Parsed.resolveInstant
+            return local_ms - offset * 1000  # type: ignore[operator]
+        tz = self.zone if zone is None else zone
+        if tz is UTC:
+            return local_ms
+        # fold=0 is the earlier offset in an overlap and the offset before a gap; the latter gives the instant
+        # Java's ZonedDateTime.of reaches by moving the local time forward by the gap.
+        return local_ms - tz.utcoffset(local) // _ONE_MS  # type: ignore[union-attr,operator]
