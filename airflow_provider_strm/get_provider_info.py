@@ -43,6 +43,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_strm.sensors.batch_job"]}],
         "triggers": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_strm.triggers.batch_job"]}],
+        "extra-links": [
+            "airflow_provider_strm.operators.links.StrmOutputLink",
+            "airflow_provider_strm.operators.links.KeysFileLink",
+        ],
         "connection-types": [
             {
                 "connection-type": "strm_keystore",

@@ -23,7 +23,7 @@ from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import ConfigError, DecryptionError
-from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, describe, group_of, require_columns
+from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, group_of, require_columns
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
 from airflow_provider_strm.core.storage import PendingObject
@@ -216,7 +216,7 @@ class DeriveJob(BatchJob):
         for target in self.targets:
             assert target.writer is not None
             name = derived_name(target.config)
-            result.outputs[name] = describe(target.config.target, target.path)
+            self.publish(result, name, target.config.target, target.path)
             result.bytes_out += target.writer.bytes_written
             result.targets.append(
                 {"name": name, "path": result.outputs[name], "rows_out": target.rows_out, "excluded": target.excluded}

@@ -23,7 +23,6 @@ from airflow_provider_strm.core.job import (
     BatchJob,
     JobResult,
     StorageResolver,
-    describe,
     group_of,
     require_columns,
 )
@@ -174,10 +173,10 @@ class EncryptJob(BatchJob):
 
     def finish(self, result: JobResult) -> None:
         self.checks.evaluate(result, self.input_name)
-        result.outputs["encrypted"] = describe(self.config.encrypted_data, self.encrypted_path())
+        self.publish(result, "encrypted", self.config.encrypted_data, self.encrypted_path())
         result.bytes_out = self._writer.bytes_written
         if self._keys_writer is not None and self.config.encryption_keys_data is not None:
-            result.outputs["keys"] = describe(self.config.encryption_keys_data, self.keys_path() or "")
+            self.publish(result, "keys", self.config.encryption_keys_data, self.keys_path() or "")
             result.bytes_out += self._keys_writer.bytes_written
 
     # ------------------------------------------------------------------ steps

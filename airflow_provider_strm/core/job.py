@@ -132,6 +132,8 @@ class BatchJob:
         self.context = context or {}
         self.job_id = job_id or str(uuid.uuid4())
         self.input_name = describe(input_location, input_path)
+        #: output name → (location, path) of what the job committed
+        self.locations: dict[str, tuple[DataLocation, str]] = {}
 
     # ------------------------------------------------------------------ subclass hooks
 
@@ -305,6 +307,12 @@ class BatchJob:
             path = dead.target.output_path(self.input_path, f"{self.kind}-dead-letters")
             self.dead_letters = self.open_output(dead.target, path, list(DEAD_LETTER_HEADER), pending)
             self.dead_letter_path = describe(dead.target, path)
+            self._dead_letter_rel = path
+
+    def publish(self, result: JobResult, name: str, loc: DataLocation, path: str) -> None:
+        """Report an output in the summary (``conn_id:path``) and remember where it is."""
+        result.outputs[name] = describe(loc, path)
+        self.locations[name] = (loc, path)
 
     def reject(self, bad: list[BadRow], result: JobResult) -> None:
         """Dead-letter bad records, or fail on the first one when the job has no dead-letter target."""
@@ -334,7 +342,8 @@ class BatchJob:
                 f"more than max_bad_ratio={dead.max_bad_ratio}"
             )
         if self.dead_letters is not None:
-            result.outputs[f"{self.kind}_dead_letters"] = self.dead_letter_path
+            dead = self.config.dead_letter
+            self.publish(result, f"{self.kind}_dead_letters", dead.target, self._dead_letter_rel)
 
     def open_output(
         self, loc: DataLocation, path: str, header: list[str], pending: list[PendingObject]

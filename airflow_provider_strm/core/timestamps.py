@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import cache
+from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from airflow_provider_strm.core.errors import TimestampFormatError
@@ -35,8 +36,9 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ONE_MS = timedelta(milliseconds=1)
 _DIGIT = "[0-9]"
 
-# Field slots filled by the regex groups, in the order of the tuple the resolver unpacks.
-(YEAR, MONTH, DAY, DAY_OF_YEAR, HOUR, HOUR_OF_AMPM, AMPM, MINUTE, SECOND, NANO, DAY_OF_WEEK, OFFSET, ZONE) = range(13)
+# Field slots that the regex groups fill, in the order the resolver unpacks them.
+YEAR, MONTH, DAY, DAY_OF_YEAR, HOUR, HOUR_OF_AMPM, AMPM = range(7)
+MINUTE, SECOND, NANO, DAY_OF_WEEK, OFFSET, ZONE = range(7, 13)
 _FIELD_NAMES = (
     "year", "month", "day of month", "day of year", "hour", "hour of AM/PM", "AM/PM",
     "minute", "second", "fraction of second", "day of week", "offset", "zone",
@@ -63,7 +65,7 @@ _OFFSET_LAYOUTS = {
     "+HH:MM:ss": r"[+-][0-9]{2}:[0-9]{2}(?::[0-9]{2})?",
 }
 _X_LAYOUTS = ("+HHmm", "+HHMM", "+HH:MM", "+HHMMss", "+HH:MM:ss")
-_ZONE_ID = r"[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*|[+-][0-9]{2}:[0-9]{2}"
+_ZONE_ID = r"[A-Za-z][A-Za-z0-9_+\-:]*(?:/[A-Za-z0-9_+\-]+)*|[+-][0-9]{2}:[0-9]{2}"
 
 Converter = Callable[[str], object]
 
@@ -118,15 +120,14 @@ def _nanos(text: str) -> int:
 
 
 def _offset_seconds(text: str) -> int:
-    """``Z``, ``+HH``, ``+HHMM``, ``+HH:MM``, ``+HHMMSS``, ``+HH:MM:SS`` → seconds east of UTC."""
+    """``Z``, ``+H``, ``+HH``, ``+HHMM``, ``+HH:MM``, ``+HHMMSS``, ``+HH:MM:SS`` → seconds east of UTC."""
     if text in ("Z", "z"):
         return 0
-    digits = text[1:].replace(":", "")
-    if not digits.isdigit() or len(digits) not in (1, 2, 4, 6):
-        raise ValueError(f"offset {text} is not +HH:MM")
-    hours = int(digits[:-4] or digits) if len(digits) > 2 else int(digits)
-    minutes = int(digits[-4:-2]) if len(digits) == 6 else int(digits[-2:]) if len(digits) == 4 else 0
-    seconds = int(digits[-2:]) if len(digits) == 6 else 0
+    body = text[1:]
+    pieces = body.split(":") if ":" in body else [body[k : k + 2] for k in range(0, len(body), 2)]
+    if len(pieces) > 3 or not 1 <= len(pieces[0]) <= 2 or any(len(piece) != 2 for piece in pieces[1:]):
+        raise ValueError(f"offset {text} is not +HH:MM:SS")
+    hours, minutes, seconds = (int(piece) for piece in [*pieces, "0", "0"][:3])
     if hours > 18 or minutes > 59 or seconds > 59 or hours * 3600 + minutes * 60 + seconds > 18 * 3600:
         raise ValueError(f"offset {text} is out of range")
     return (-1 if text[0] == "-" else 1) * (hours * 3600 + minutes * 60 + seconds)
@@ -134,6 +135,9 @@ def _offset_seconds(text: str) -> int:
 
 def _gmt_offset(text: str) -> int:
     return _offset_seconds(text[3:]) if len(text) > 3 else 0
+
+
+_PREFIXED_OFFSET = re.compile(r"(?:UTC|GMT|UT)?([+-](?:[0-9]{1,2}|[0-9]{2}(?::?[0-9]{2}){1,2}))", re.ASCII)
 
 
 @cache
@@ -145,7 +149,7 @@ def _resolve_zone(name: str) -> tzinfo:
     """A Java ``ZoneId`` string (IANA region, ``UTC``, ``Z``, ``+01:00``, ``GMT+1``) → tzinfo."""
     if name in ("UTC", "Z", "GMT", "UT"):
         return UTC
-    prefixed = re.fullmatch(r"(?:UTC|GMT|UT)?([+-][0-9]{1,2}(?::?[0-9]{2}){0,2})", name)
+    prefixed = _PREFIXED_OFFSET.fullmatch(name)
     if prefixed:
         return timezone(timedelta(seconds=_offset_seconds(prefixed.group(1))))
     # Only known ids reach ZoneInfo: arbitrary keys make it probe the file system (and raise OSError).
@@ -166,7 +170,7 @@ class _Compiled:
 
 def _names(words: tuple[str, ...], extra: tuple[str, ...] = ()) -> str:
     # longest first so that "sept" is tried before "sep"
-    return "(?i:" + "|".join(sorted({*words, *extra}, key=len, reverse=True)) + ")"
+    return "(?i:" + "|".join(sorted({*words, *extra}, key=lambda word: (-len(word), word))) + ")"
 
 
 def _numeric(count: int, what: str, max_count: int = 2) -> str:
@@ -408,10 +412,7 @@ class TimestampParser:
             return cached
         if not value:
             raise TimestampFormatError(value or "", self.pattern, "missing timestamp")
-        try:
-            match = self._match(value)
-        except TypeError:
-            raise TimestampFormatError(repr(value), self.pattern, "not a string") from None
+        match = self._match(value)
         if match is None:
             raise TimestampFormatError(value, self.pattern)
         try:
@@ -437,7 +438,7 @@ class TimestampParser:
         return out
 
     def _resolve(self, groups: tuple[str | None, ...]) -> int:
-        values: list[object] = [None] * 13
+        values: list[Any] = [None] * 13
         for text, (slot, convert) in zip(groups, self._slots, strict=True):
             if text is None:
                 continue
@@ -448,13 +449,15 @@ class TimestampParser:
             if seen is not None and seen != value:
                 raise ValueError(f"conflicting values for {_FIELD_NAMES[slot]}: {seen} and {value}")
             values[slot] = value
-        year, month, day, day_of_year, hour, hour_of_ampm, ampm, minute, second, nano, dow, offset, zone = values
+        year, month, day, day_of_year, hour, hour_of_ampm, ampm = values[:7]
+        minute, second, nano, dow, offset, zone = values[7:]
 
         if day_of_year is not None:
-            start = date(year, 1, 1).toordinal()  # type: ignore[arg-type]
-            from_doy = date.fromordinal(start + day_of_year - 1)  # type: ignore[operator]
-            if not 1 <= day_of_year <= 366 or from_doy.year != year:  # type: ignore[operator]
-                raise ValueError(f"day of year {day_of_year} is out of range")
+            if not 1 <= day_of_year <= 366:
+                raise ValueError(f"day of year {day_of_year} is out of range 1-366")
+            from_doy = date.fromordinal(date(year, 1, 1).toordinal() + day_of_year - 1)
+            if from_doy.year != year:
+                raise ValueError(f"day of year {day_of_year} is out of range for {year}")
             if month is None:
                 month, day = from_doy.month, from_doy.day
             elif (month, day) != (from_doy.month, from_doy.day):
@@ -462,11 +465,11 @@ class TimestampParser:
         if hour_of_ampm is not None:
             if ampm is None:
                 raise ValueError("a 12-hour clock value needs AM or PM")
-            from_ampm = ampm * 12 + hour_of_ampm  # type: ignore[operator]
+            from_ampm = ampm * 12 + hour_of_ampm
             if hour is not None and hour != from_ampm:
                 raise ValueError(f"conflicting values for hour: {hour} and {from_ampm}")
             hour = from_ampm
-        elif ampm is not None and hour is not None and hour // 12 != ampm:  # type: ignore[operator]
+        elif ampm is not None and hour is not None and hour // 12 != ampm:
             raise ValueError(f"hour {hour} contradicts {'PM' if ampm else 'AM'}")
         if hour is None:
             if minute is not None:
@@ -480,21 +483,23 @@ class TimestampParser:
             if nano is not None:
                 raise ValueError("a fraction without seconds")
             second = 0
-        nano = nano or 0
+        if nano is None:
+            nano = 0
 
-        local = datetime(year, month, day, hour, minute, second, nano // 1000)  # type: ignore[arg-type]
+        local = datetime(year, month, day, hour, minute, second, nano // 1000)
         if dow is not None and local.isoweekday() != dow:
-            raise ValueError(f"{_DAYS_FULL[dow - 1].title()} is not the day of week of {local.date()}")  # type: ignore[operator]
+            raise ValueError(f"{_DAYS_FULL[dow - 1].title()} is not the day of week of {local.date()}")
         local_ms = (
             (local.toordinal() - _EPOCH_ORDINAL) * DAY_MS
-            + ((hour * 60 + minute) * 60 + second) * 1000  # type: ignore[operator]
-            + nano // 1_000_000  # type: ignore[operator]
+            + ((hour * 60 + minute) * 60 + second) * 1000
+            + nano // 1_000_000
         )
-        if offset is not None:  # an offset in the value wins over its zone, as in Java's Parsed.resolveInstant
-            return local_ms - offset * 1000  # type: ignore[operator]
+        if offset is not None:
+            # an offset in the value wins over a zone in it, as in Java's Parsed.resolveInstant
+            return local_ms - offset * 1000
         tz = self.zone if zone is None else zone
         if tz is UTC:
             return local_ms
         # fold=0 is the earlier offset in an overlap and the offset before a gap; the latter gives the instant
         # Java's ZonedDateTime.of reaches by moving the local time forward by the gap.
-        return local_ms - tz.utcoffset(local) // _ONE_MS  # type: ignore[union-attr,operator]
+        return local_ms - tz.utcoffset(local) // _ONE_MS

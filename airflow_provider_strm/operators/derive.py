@@ -102,7 +102,12 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         result = job.run()
         self.log.info("%s", result.message)
         emit_metrics(result)
-        return result.to_dict()
+        return {**result.to_dict(), "locations": self._locations(job)}
+
+    @staticmethod
+    def _locations(job: Any) -> dict[str, str]:
+        """Each output as ``s3://bucket/key`` (or gs://, file://), for links and lineage consumers."""
+        return {name: storage_for(loc.connection_id).describe(path) for name, (loc, path) in job.locations.items()}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any):  # type: ignore[no-untyped-def]
         """Datasets in and out with column lineage (PII columns marked), from the job that ran."""

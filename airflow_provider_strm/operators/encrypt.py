@@ -18,6 +18,7 @@ from airflow_provider_strm.operators._common import (
     load_job,
     task_identity,
 )
+from airflow_provider_strm.operators.links import KeysFileLink, StrmOutputLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,6 +56,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
     )
     template_fields_renderers = {"batch_job_config": "json", "data_contract": "json", "config_overrides": "json"}
     ui_color = "#e8f0fe"
+    operator_extra_links = (StrmOutputLink(), KeysFileLink())
 
     def __init__(
         self,
@@ -107,7 +109,12 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         result = job.run()
         self.log.info("%s", result.message)
         emit_metrics(result)
-        return result.to_dict()
+        return {**result.to_dict(), "locations": self._locations(job)}
+
+    @staticmethod
+    def _locations(job: Any) -> dict[str, str]:
+        """Each output as ``s3://bucket/key`` (or gs://, file://), for links and lineage consumers."""
+        return {name: storage_for(loc.connection_id).describe(path) for name, (loc, path) in job.locations.items()}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any):  # type: ignore[no-untyped-def]
         """Datasets in and out with column lineage (PII columns marked), from the job that ran."""
