@@ -68,7 +68,8 @@ def task_identity(context: Mapping[str, Any]) -> dict[str, object]:
         "task_id": getattr(ti, "task_id", None),
         "run_id": getattr(ti, "run_id", None) or context.get("run_id"),
         "map_index": getattr(ti, "map_index", None),
-        "hostname": socket.gethostname(),
+        # Airflow's own name for the worker ([core] hostname_callable), as the UI shows it
+        "hostname": getattr(ti, "hostname", None) or socket.gethostname(),
     }
 
 
