@@ -81,9 +81,10 @@ def job_documents(workdir: Path) -> tuple[dict, dict]:
 # --------------------------------------------------------------------------- cases (run in a child process)
 
 
-def case_encrypt(workdir: Path) -> dict:
+def _job(kind: str, workdir: Path):  # type: ignore[no-untyped-def]
     from airflow_provider_strm.core.config import load_batch_job_config
     from airflow_provider_strm.core.contract import load_data_contract
+    from airflow_provider_strm.core.derive import DeriveJob
     from airflow_provider_strm.core.encrypt import EncryptJob
     from airflow_provider_strm.core.keystore import KeyStore
     from airflow_provider_strm.core.storage import LocalStorage
@@ -91,10 +92,16 @@ def case_encrypt(workdir: Path) -> dict:
     config, contract = job_documents(workdir)
     store = KeyStore(f"sqlite:///{workdir / 'keys.db'}", (workdir / "kek").read_text())
     store.ensure_schema()
-    t = time.perf_counter()
-    result = EncryptJob(
+    job_class = EncryptJob if kind == "encrypt" else DeriveJob
+    return job_class(
         load_batch_job_config(config), load_data_contract(contract), store, lambda c: LocalStorage(workdir)
-    ).run()
+    )
+
+
+def case_encrypt(workdir: Path) -> dict:
+    job = _job("encrypt", workdir)
+    t = time.perf_counter()
+    result = job.run()
     return {
         "seconds": time.perf_counter() - t,
         "rows": result.rows_in,
@@ -103,19 +110,9 @@ def case_encrypt(workdir: Path) -> dict:
 
 
 def case_derive(workdir: Path) -> dict:
-    from airflow_provider_strm.core.config import load_batch_job_config
-    from airflow_provider_strm.core.contract import load_data_contract
-    from airflow_provider_strm.core.derive import DeriveJob
-    from airflow_provider_strm.core.keystore import KeyStore
-    from airflow_provider_strm.core.storage import LocalStorage
-
-    config, contract = job_documents(workdir)
-    store = KeyStore(f"sqlite:///{workdir / 'keys.db'}", (workdir / "kek").read_text())
-    store.ensure_schema()
+    job = _job("derive", workdir)
     t = time.perf_counter()
-    result = DeriveJob(
-        load_batch_job_config(config), load_data_contract(contract), store, lambda c: LocalStorage(workdir)
-    ).run()
+    result = job.run()
     return {"seconds": time.perf_counter() - t, "rows": result.rows_in, "keys": "-"}
 
 

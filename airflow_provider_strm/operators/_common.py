@@ -43,6 +43,17 @@ class StrmJobDefaults:
             kwargs.setdefault(key, value)
         return kwargs
 
+    def run_job(self, job: Any) -> dict[str, object]:
+        """Run a job, report it (log, metrics) and return its summary with each output's location."""
+        self._job = job  # kept for OpenLineage, which asks after execute
+        result = job.run()
+        self.log.info("%s", result.message)  # type: ignore[attr-defined]
+        emit_metrics(result)
+        from airflow_provider_strm.hooks.connector import storage_for
+
+        locations = {n: storage_for(loc.connection_id).describe(path) for n, (loc, path) in job.locations.items()}
+        return {**result.to_dict(), "locations": locations}
+
     @classmethod
     def partial(cls, **kwargs: Any):  # type: ignore[no-untyped-def]
         # A mapped task takes these from partial()'s kwargs, never from __init__'s defaults.

@@ -15,7 +15,6 @@ from airflow_provider_strm.operators._common import (
     ConfigArg,
     StrmJobDefaults,
     connection_secret,
-    emit_metrics,
     file_label,
     load_job,
     task_identity,
@@ -98,16 +97,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
             checkpoint_rows=self.checkpoint_rows, context=task_identity(context),
         )  # fmt: skip
         self.log.info("STRM derive job %s: %s → %d outputs", job.job_id, job.input_name, len(config.derived_data))
-        self._job = job
-        result = job.run()
-        self.log.info("%s", result.message)
-        emit_metrics(result)
-        return {**result.to_dict(), "locations": self._locations(job)}
-
-    @staticmethod
-    def _locations(job: Any) -> dict[str, str]:
-        """Each output as ``s3://bucket/key`` (or gs://, file://), for links and lineage consumers."""
-        return {name: storage_for(loc.connection_id).describe(path) for name, (loc, path) in job.locations.items()}
+        return self.run_job(job)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any):  # type: ignore[no-untyped-def]
         """Datasets in and out with column lineage (PII columns marked), from the job that ran."""

@@ -13,7 +13,6 @@ from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
 from airflow_provider_strm.operators._common import (
     ConfigArg,
     StrmJobDefaults,
-    emit_metrics,
     file_label,
     load_job,
     task_identity,
@@ -105,16 +104,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
             context=task_identity(context),
         )
         self.log.info("STRM encrypt job %s: %s (group %s)", job.job_id, job.source_path, job.group_id)
-        self._job = job
-        result = job.run()
-        self.log.info("%s", result.message)
-        emit_metrics(result)
-        return {**result.to_dict(), "locations": self._locations(job)}
-
-    @staticmethod
-    def _locations(job: Any) -> dict[str, str]:
-        """Each output as ``s3://bucket/key`` (or gs://, file://), for links and lineage consumers."""
-        return {name: storage_for(loc.connection_id).describe(path) for name, (loc, path) in job.locations.items()}
+        return self.run_job(job)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any):  # type: ignore[no-untyped-def]
         """Datasets in and out with column lineage (PII columns marked), from the job that ran."""
