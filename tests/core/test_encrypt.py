@@ -48,7 +48,10 @@ def test_the_strm_reference_job_runs_unchanged_on_local_files(strm_reference, st
         (bucket / "uci_online_retail/keys.csv").read_bytes(),
         strm_vectors,
     )
-    assert [s["state"] for s in store.job(result.job_id)["states"]][:3] == ["PENDING", "STARTED", "RUNNING"]
+    states = [s["state"] for s in store.job(result.job_id)["states"]]
+    # exactly PENDING → STARTED → RUNNING… → FINISHED
+    assert states[:3] == ["PENDING", "STARTED", "RUNNING"] and states[-1] == "FINISHED"
+    assert set(states[2:-1]) == {"RUNNING"}
     assert store.job(result.job_id)["state"] == "FINISHED"
     assert result.message and result.message.startswith("Processed 19998 records in ")
 
@@ -104,7 +107,9 @@ def test_a_malformed_timestamp_fails_naming_row_value_and_pattern_and_writes_not
     assert err.value.row == 2
     assert "Invalid timestamp [2010/12/01 08:26 does not match yyyy-MM-dd HH:mm:ss] in row #2" in str(err.value)
     assert not (bucket / "out").exists() or list((bucket / "out").iterdir()) == []
-    assert store.job(job.job_id)["state"] == "ERROR"
+    record = store.job(job.job_id)
+    assert [s["state"] for s in record["states"]] == ["PENDING", "STARTED", "RUNNING", "ERROR"]
+    assert "in row #2" in record["states"][-1]["message"]
 
 
 def test_a_consent_function_replaces_strms_extraction(bucket, store) -> None:

@@ -4,6 +4,7 @@ processes, LocalExecutor, PostgreSQL metadata DB. Runs are started through the R
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -14,11 +15,21 @@ import pytest
 from airflow_cluster import AIRFLOW, make_cluster
 from reference_checks import parse_csv
 
+from airflow_provider_strm.core.keystore import KeyStore
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 from run_example import example_env  # noqa: E402
 
 DAYS = ["2026-11-19", "2026-11-20", "2026-11-21"]
+SENSOR_ERROR_DAG = """
+from datetime import datetime, timezone
+from airflow.sdk import DAG
+from airflow_provider_strm.sensors.batch_job import BatchJobSensor
+
+with DAG("strm_test_sensor_error", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc)):
+    BatchJobSensor(task_id="wait", file_prefix="test:never/", deferrable=True, poke_interval=2, timeout=600)
+"""
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
@@ -35,7 +46,15 @@ def cluster(tmp_path_factory, request):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("cluster")
     pg_url = request.getfixturevalue("pg_url_module")
     base = example_env(root / "example")
-    cluster = make_cluster(base, root, pg_url, ROOT / "dags")
+    dags = root / "dags"  # the example DAGs, plus one that waits for a job this test will fail
+    dags.mkdir()
+    for item in (ROOT / "dags").iterdir():
+        (dags / item.name).symlink_to(item)
+    (dags / "strm_test_sensor_error.py").write_text(SENSOR_ERROR_DAG)
+    cluster = make_cluster(base, root, pg_url, dags)
+    keystore = json.loads(base["AIRFLOW_CONN_STRM_KEYSTORE_DEFAULT"])["extra"]
+    cluster.env["_STRM_KS_URL"] = f"sqlite:///{keystore['path']}"
+    cluster.env["_STRM_KS_KEK"] = keystore["kek_secret"]
     try:
         cluster.start()
         cluster.wait_for_dag("strm_example_encrypt")
@@ -138,3 +157,31 @@ def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
     assert key_count(home) == keys_after_backfill
     derived = parse_csv((home / "output/derived/dt=2026-11-20/part-0000-derived-1.csv").read_bytes())
     assert len(derived) > 1
+
+    # 6. job records carry the task's identity, and a deferred sensor fails when a job ends in ERROR
+    store = KeyStore(cluster.env["_STRM_KS_URL"], cluster.env["_STRM_KS_KEK"])
+    jobs = store.jobs(run_id=run["dag_run_id"])
+    assert {(j["dag_id"], j["task_id"]) for j in jobs} == {
+        ("strm_example_encrypt", "clickstream.encrypt"),
+        ("strm_example_encrypt", "clickstream.derive"),
+    }
+    # each mapped task ran twice: once in the REST run, once after the clear
+    assert sorted((j["task_id"], j["map_index"]) for j in jobs) == sorted(
+        (task, index) for task in ("clickstream.encrypt", "clickstream.derive") for index in (0, 1, 0, 1)
+    )
+    cluster.wait_for_dag("strm_test_sensor_error")
+    failing = cluster.api(
+        "POST", "/dags/strm_test_sensor_error/dagRuns", {"logical_date": "2026-11-20T00:00:00Z", "conf": {}}
+    )["dag_run_id"]
+    wait_for(
+        lambda: ti_states(cluster, "strm_test_sensor_error", failing).get("wait[-1]") == "deferred",
+        120,
+        "the sensor did not defer",
+    )
+    bad = store.create_job(group_id="g", kind="encrypt", file="test:never/part-0000.csv")
+    store.set_job_state(bad, "ERROR", "Invalid timestamp [x does not match y] in row #7")
+    wait_for(
+        lambda: cluster.api("GET", f"/dags/strm_test_sensor_error/dagRuns/{failing}")["state"] == "failed",
+        120,
+        f"the deferred sensor did not fail on ERROR: {cluster.log_tail('triggerer')}",
+    )
