@@ -85,7 +85,6 @@ class EncryptJob(BatchJob):
         self.consent = ConsentExtractor(config.consent)
         self.consent_function = consent_function
         self.contract_ref = str(config.contract_ref)
-        self._ciphers: dict[str, DeterministicCipher] = {}
         self._keys_seen: set[str] = set()
 
     def encrypted_path(self) -> str:
@@ -143,11 +142,11 @@ class EncryptJob(BatchJob):
                 result.keys_created += 1
             else:
                 result.keys_reused += 1
-            if stored.key_link not in self._ciphers:
-                self._ciphers[stored.key_link] = stored.keyset.cipher()
+        # one cipher per key of this chunk only: memory stays flat however many keys the file uses
+        ciphers = {stored.key_link: stored.keyset.cipher() for stored in keys.values()}
         out: list[list[str] | list[str | None]] = list(columns)
         for i in self._pii_idx:
-            out[i] = self._encrypt_column(links, columns[i])
+            out[i] = self._encrypt_column(links, columns[i], ciphers)
         n = len(chunk)
         out += [
             [self.contract_ref] * n,
@@ -218,10 +217,10 @@ class EncryptJob(BatchJob):
             out.update(self.key_store.get_or_create(self.group_id, part, policy_id=policy, expires_at=expires))
         return out
 
-    def _encrypt_column(self, links: list[str], values: list[str]) -> list[str]:
+    @staticmethod
+    def _encrypt_column(links: list[str], values: list[str], ciphers: dict[str, DeterministicCipher]) -> list[str]:
         # deterministic encryption: one (key, value) pair always gives one ciphertext, so memoise per chunk
         memo: dict[tuple[str, str], str] = {}
-        ciphers = self._ciphers
         out: list[str] = []
         for link, value in zip(links, values, strict=True):
             if value == "":
