@@ -9,11 +9,13 @@ follows Java's SMART resolver on the points that matter for event data; values
 without an offset are read in the config's default IANA zone, with DST gaps and
 overlaps resolved as ``ZonedDateTime.of`` does.
 
-Deliberate differences from ``DateTimeFormatter.ofPattern``: one-letter numeric
-fields take one or two digits (Java takes up to 19); day-of-month and hour
-values are checked strictly (Java SMART turns Feb 30 into Feb 28 and 24:00 into
-the next midnight; we report them); month names, day names and AM/PM are
-matched case-insensitively in English; ``z`` accepts zone ids, not zone names.
+Deliberate differences from ``DateTimeFormatter.ofPattern`` + ``ZonedDateTime``:
+one-letter numeric fields take one or two digits (Java takes up to 19); values
+are range-checked strictly (Java SMART turns Feb 30 into Feb 28, 24:00 into the
+next midnight and accepts clock hour 0; we report them); month names, day names
+and AM/PM are English and case-insensitive; ``z`` takes zone ids, not names
+such as ``PST``; a pattern without a time of day gives the start of the day;
+years are 1-9999.
 """
 
 from __future__ import annotations
@@ -165,7 +167,6 @@ def _resolve_zone(name: str) -> tzinfo:
 class _Compiled:
     regex: re.Pattern[str]
     slots: tuple[tuple[int, Converter], ...]
-    fields: frozenset[int]
 
 
 def _names(words: tuple[str, ...], extra: tuple[str, ...] = ()) -> str:
@@ -239,13 +240,13 @@ def _compile(pattern: str) -> _Compiled:
         except ValueError as exc:
             raise ValueError(f"timestamp pattern {pattern!r}: {exc}") from None
     parts.append(")?" * depth)  # Java closes optional sections left open
-    fields = frozenset(slot for slot, _ in slots)
-    _check_complete(pattern, fields)
-    return _Compiled(re.compile("".join(parts), re.ASCII), tuple(slots), fields)
+    _check_complete(pattern, frozenset(slot for slot, _ in slots))
+    return _Compiled(re.compile("".join(parts), re.ASCII), tuple(slots))
 
 
 def _letter(ch: str, count: int, field: Callable[..., None]) -> None:
     """Append the regex of ``count`` repetitions of pattern letter ``ch``."""
+    # Plain numeric fields convert with int: datetime() checks their ranges and names the wrong one.
     if ch in "yu":
         if count == 2:
             field(YEAR, f"{_DIGIT}{{2}}", _year2)
@@ -269,7 +270,7 @@ def _letter(ch: str, count: int, field: Callable[..., None]) -> None:
             raise ValueError("too many pattern letters for day of year (D)")
         field(DAY_OF_YEAR, f"{_DIGIT}{{1,3}}" if count == 1 else f"{_DIGIT}{{{count},3}}")
     elif ch == "H":
-        field(HOUR, _numeric(count, "hour (H)"), _ranged(0, 23, "hour"))
+        field(HOUR, _numeric(count, "hour (H)"))
     elif ch == "k":
         field(HOUR, _numeric(count, "clock hour (k)"), _ranged(1, 24, "clock hour", 24))
     elif ch == "h":
@@ -277,9 +278,9 @@ def _letter(ch: str, count: int, field: Callable[..., None]) -> None:
     elif ch == "K":
         field(HOUR_OF_AMPM, _numeric(count, "hour of AM/PM (K)"), _ranged(0, 11, "hour of AM/PM"))
     elif ch == "m":
-        field(MINUTE, _numeric(count, "minute (m)"), _ranged(0, 59, "minute"))
+        field(MINUTE, _numeric(count, "minute (m)"))
     elif ch == "s":
-        field(SECOND, _numeric(count, "second (s)"), _ranged(0, 59, "second"))
+        field(SECOND, _numeric(count, "second (s)"))
     elif ch == "S":
         if count > 9:
             raise ValueError("a fraction of second (S) has at most 9 digits")
@@ -365,14 +366,13 @@ _ISO = _Compiled(
         (YEAR, int),
         (MONTH, int),
         (DAY, int),
-        (HOUR, _ranged(0, 23, "hour")),
-        (MINUTE, _ranged(0, 59, "minute")),
-        (SECOND, _ranged(0, 59, "second")),
+        (HOUR, int),
+        (MINUTE, int),
+        (SECOND, int),
         (NANO, _fraction),
         (OFFSET, _offset_seconds),
         (ZONE, _resolve_zone),
     ),
-    frozenset({YEAR, MONTH, DAY, HOUR, MINUTE, SECOND, NANO, OFFSET, ZONE}),
 )
 
 
