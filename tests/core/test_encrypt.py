@@ -132,3 +132,13 @@ def test_a_consent_function_replaces_strms_extraction(bucket, store) -> None:
     EncryptJob(config, contract, store, lambda c: LocalStorage(bucket), consent_function=consent).run()
     rows = (bucket / "out.csv").read_text().splitlines()
     assert rows[1].endswith('"[1]"') and rows[2].endswith('"[1,2]"')
+
+
+def test_running_jobs_report_progress_on_a_clock(strm_reference, bucket, store, monkeypatch) -> None:
+    from airflow_provider_strm.core import job as job_module
+
+    monkeypatch.setattr(job_module, "PROGRESS_EVERY_S", 0.0)  # every chunk is "10 s later"
+    result = reference_job(strm_reference, bucket, store, chunk_rows=5000).run()
+    messages = [s["message"] for s in store.job(result.job_id)["states"] if s["state"] == "RUNNING"]
+    progress = [m for m in messages if m and m.startswith("Processed ") and "records/s" not in m]
+    assert [m.split(" records")[0] for m in progress] == [f"Processed {n}" for n in (5000, 10000, 15000, 19998)]
