@@ -1,84 +1,62 @@
 """Benchmark: our jobs against the cipher's bound and what users would pick instead.
 
-    .venv/bin/python bench/run.py                  # 100k and 1M rows
-    .venv/bin/python bench/run.py --rows 100000    # one size
-    .venv/bin/python bench/run.py --with-10m       # adds 10M rows (slow)
+    .venv/bin/python bench/run.py                          # 100k and 1M rows
+    .venv/bin/python bench/run.py --rows 100000            # one size
+    .venv/bin/python bench/run.py --with-10m               # adds 10M rows (slow)
+    .venv/bin/python bench/run.py --rows 2000 --smoke      # quick: our jobs and the cipher bound only
 
-Generates a synthetic clickstream (5 PII fields, ~100k sessions, 3 days), runs
-each case in a fresh subprocess (so peak RSS is per case) and prints a Markdown
-table, also written to bench/latest.md. Times are printed, never asserted.
+Generates a synthetic clickstream (bench/generate.py: 5 PII fields, ~100k
+sessions, 3 days), runs each case in a fresh subprocess (so peak RSS is per
+case) and prints a Markdown table, also written to bench/latest.md (not in
+--smoke mode). Times are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import os
 import platform
-import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PII = {"user_id": 1, "email": 2, "ip_address": 2, "user_agent": 1, "url": 1}
-COLUMNS = ["event_id", "session_id", "user_id", "email", "ip_address", "user_agent", "url", "consent", "event_time"]
-AGENTS = ["Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (Macintosh)", "curl/8.5", "Mozilla/5.0 (iPhone)"]
-SMALL_ONLY = 100_000  # the naive and presidio cases are too slow beyond this
+sys.path.insert(0, str(HERE))
+
+from generate import KEY_FIELD, PII, SOURCE_FILE, generate  # noqa: E402
+
+SMALL_ONLY = 100_000  # the naive and presidio cases are only run up to this many rows
+PRESIDIO_KEY = "WmZq4t7w!z%C&F)J"  # 16 characters: AES-128
+HEADER = [
+    "| case | rows | seconds | rows/s | MB/s | peak RSS MB | keys created/reused | vs cipher bound |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+]
+LABELS = {
+    "cipher_bound": "cipher bound: bare AES-SIV loop over the same PII values, no I/O",
+    "encrypt": "EncryptJob, 1 core",
+    "derive": "DeriveJob, 1 core (1 CUMULATIVE target)",
+    "encrypt_all_cores": "EncryptJob, all cores",
+    "naive": "naive: pandas read_csv + row-wise apply, 1 key-store lookup per row",
+    "presidio": "presidio-anonymizer AnonymizerEngine encrypt per value (analyzer left out: needs model downloads)",
+    "spark": "Spark",
+}
 
 
-def generate(path: Path, rows: int, sessions: int = 100_000, seed: int = 7) -> None:
-    rng = random.Random(seed)
-    start = datetime(2026, 11, 18)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(COLUMNS)
-        for i in range(rows):
-            s = rng.randrange(sessions)
-            user = f"user-{s % 40_000:05d}"
-            when = start + timedelta(seconds=(s * 7919 + i) % (3 * 86_400))
-            out.writerow(
-                [
-                    f"e{i:09d}",
-                    f"session-{s:06d}",
-                    user,
-                    f"{user}@example.com",
-                    f"10.{s % 256}.{(s // 256) % 256}.{i % 250 + 1}",
-                    AGENTS[s % len(AGENTS)],
-                    f"https://shop.example.com/p/{rng.randrange(5000)}",
-                    rng.choice(["[0,1,2]", "[1]", "2", "[0]", "[1,2]"]),
-                    when.strftime("%Y-%m-%d %H:%M:%S"),
-                ]
-            )
+# --------------------------------------------------------------------------- cases (each runs in a child process)
 
 
-def job_documents(workdir: Path) -> tuple[dict, dict]:
-    config = {
-        "source_data": {"file_name": "events.csv"},
-        "consent": {"default_consent_levels": [0], "consent_level_extractor": {"field": "consent"}},
-        "encryption": {
-            "batch_job_group_id": "00000000-0000-4000-8000-000000000001",
-            "timestamp_config": {
-                "field": "event_time",
-                "format": "yyyy-MM-dd HH:mm:ss",
-                "default_time_zone": {"id": "UTC"},
-            },
-        },
-        "event_contract_ref": {"handle": "bench", "name": "clickstream", "version": "1.0.0"},
-        "encrypted_data": {"target": {"path_prefix": "out"}},
-        "encryption_keys_data": {"target": {"path_prefix": "out"}},
-        "derived_data": [{"target": {"path_prefix": "out"}, "consent_levels": [1], "consent_level_type": "CUMULATIVE"}],
-    }
-    contract = {"keyField": "session_id", "piiFields": PII, "dataSubjectField": "user_id"}
-    return config, contract
+def _store(workdir: Path, name: str = "keys.db"):  # type: ignore[no-untyped-def]
+    from airflow_provider_strm.core.keystore import KeyStore
 
-
-# --------------------------------------------------------------------------- cases (run in a child process)
+    store = KeyStore(f"sqlite:///{workdir / name}", (workdir / "kek").read_text())
+    store.ensure_schema()
+    return store
 
 
 def _job(kind: str, workdir: Path):  # type: ignore[no-untyped-def]
@@ -86,25 +64,23 @@ def _job(kind: str, workdir: Path):  # type: ignore[no-untyped-def]
     from airflow_provider_strm.core.contract import load_data_contract
     from airflow_provider_strm.core.derive import DeriveJob
     from airflow_provider_strm.core.encrypt import EncryptJob
-    from airflow_provider_strm.core.keystore import KeyStore
     from airflow_provider_strm.core.storage import LocalStorage
 
-    config, contract = job_documents(workdir)
-    store = KeyStore(f"sqlite:///{workdir / 'keys.db'}", (workdir / "kek").read_text())
-    store.ensure_schema()
+    config = load_batch_job_config(workdir / "job.json")
+    contract = load_data_contract(workdir / "contract.json")
     job_class = EncryptJob if kind == "encrypt" else DeriveJob
-    return job_class(
-        load_batch_job_config(config), load_data_contract(contract), store, lambda c: LocalStorage(workdir)
-    )
+    return job_class(config, contract, _store(workdir), lambda _conn_id: LocalStorage(workdir), source_path=SOURCE_FILE)
 
 
 def case_encrypt(workdir: Path) -> dict:
     job = _job("encrypt", workdir)
     t = time.perf_counter()
     result = job.run()
+    seconds = time.perf_counter() - t
     return {
-        "seconds": time.perf_counter() - t,
+        "seconds": seconds,
         "rows": result.rows_in,
+        "rows_out": result.rows_out,
         "keys": f"{result.keys_created}/{result.keys_reused}",
     }
 
@@ -113,45 +89,49 @@ def case_derive(workdir: Path) -> dict:
     job = _job("derive", workdir)
     t = time.perf_counter()
     result = job.run()
-    return {"seconds": time.perf_counter() - t, "rows": result.rows_in, "keys": "-"}
+    return {"seconds": time.perf_counter() - t, "rows": result.rows_in, "rows_out": result.rows_out, "keys": "-"}
 
 
-def _pii_values(workdir: Path) -> list[tuple[int, bytes]]:
-    with (workdir / "events.csv").open(newline="", encoding="utf-8") as fh:
+def read_pii_values(workdir: Path) -> tuple[int, list[str]]:
+    """(rows, every non-empty PII value of the source file in file order)."""
+    with (workdir / SOURCE_FILE).open(newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         header = next(reader)
         idx = [header.index(f) for f in PII]
-        key_idx = header.index("session_id")
-        return [(hash(row[key_idx]) % 1024, row[i].encode()) for row in reader for i in idx if row[i]]
+        rows, values = 0, []
+        for row in reader:
+            rows += 1
+            values.extend(row[i] for i in idx if row[i])
+    return rows, values
 
 
 def case_cipher_bound(workdir: Path) -> dict:
     from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
-    values = _pii_values(workdir)
-    ciphers = [AESSIV(os.urandom(64)) for _ in range(1024)]  # one cipher per key, as the job does
+    rows, values = read_pii_values(workdir)
+    encrypt = AESSIV(os.urandom(64)).encrypt
+    ad = [b""]
     t = time.perf_counter()
-    for k, v in values:
-        ciphers[k].encrypt(v, [b""])
-    rows = sum(1 for _ in (workdir / "events.csv").open()) - 1
+    for value in values:
+        encrypt(value.encode(), ad)
     return {"seconds": time.perf_counter() - t, "rows": rows, "keys": "-"}
 
 
 def case_naive(workdir: Path) -> dict:
-    import base64
-
+    """What one writes first: pandas, one key-store round trip and one cipher per row."""
     import pandas as pd
 
-    from airflow_provider_strm.core.keystore import KeyStore
-
-    store = KeyStore(f"sqlite:///{workdir / 'naive-keys.db'}", (workdir / "kek").read_text())
-    store.ensure_schema()
+    store = _store(workdir, "naive-keys.db")
+    created = reused = 0
     t = time.perf_counter()
-    frame = pd.read_csv(workdir / "events.csv", dtype=str, keep_default_na=False)
+    frame = pd.read_csv(workdir / SOURCE_FILE, dtype=str, keep_default_na=False)
 
     def encrypt_row(row):  # type: ignore[no-untyped-def]
-        day = int(pd.Timestamp(row["event_time"]).timestamp() * 1000) // 86_400_000 * 86_400_000
-        key = store.get_or_create("naive", [(row["session_id"], day)])[(row["session_id"], day)]
+        nonlocal created, reused
+        day = int(pd.Timestamp(row["event_time"], tz="UTC").timestamp()) // 86_400 * 86_400_000
+        entity = (row[KEY_FIELD], day)
+        key = store.get_or_create("naive", [entity])[entity]
+        created, reused = created + key.created, reused + (not key.created)
         cipher = key.keyset.cipher()
         for field in PII:
             if row[field]:
@@ -161,20 +141,20 @@ def case_naive(workdir: Path) -> dict:
 
     frame = frame.apply(encrypt_row, axis=1)
     frame.to_csv(workdir / "naive-out.csv", index=False)
-    base64.b64encode(b"")
-    return {"seconds": time.perf_counter() - t, "rows": len(frame), "keys": "-"}
+    return {"seconds": time.perf_counter() - t, "rows": len(frame), "keys": f"{created}/{reused}"}
 
 
 def case_presidio(workdir: Path) -> dict:
+    """presidio-anonymizer's encrypt operator on each PII value, given as one whole-value span."""
     from presidio_anonymizer import AnonymizerEngine
     from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
 
     engine = AnonymizerEngine()
-    operators = {"DEFAULT": OperatorConfig("encrypt", {"key": "WmZq4t7w!z%C&F)J"})}
+    operators = {"DEFAULT": OperatorConfig("encrypt", {"key": PRESIDIO_KEY})}
     t = time.perf_counter()
     rows = 0
     with (
-        (workdir / "events.csv").open(newline="", encoding="utf-8") as fh,
+        (workdir / SOURCE_FILE).open(newline="", encoding="utf-8") as fh,
         (workdir / "presidio-out.csv").open("w", newline="", encoding="utf-8") as out_fh,
     ):
         reader, writer = csv.reader(fh), csv.writer(out_fh)
@@ -192,19 +172,15 @@ def case_presidio(workdir: Path) -> dict:
 
 
 CASES = {
+    "cipher_bound": case_cipher_bound,
     "encrypt": case_encrypt,
     "derive": case_derive,
-    "cipher_bound": case_cipher_bound,
     "naive": case_naive,
     "presidio": case_presidio,
 }
-LABELS = {
-    "encrypt": "EncryptJob, 1 core",
-    "derive": "DeriveJob, 1 core",
-    "cipher_bound": "cipher bound (bare AES-SIV loop, same values)",
-    "naive": "naive pandas + per-row key lookup",
-    "presidio": "presidio-anonymizer encrypt per value (analyzer left out)",
-}
+
+
+# --------------------------------------------------------------------------- driver
 
 
 def run_case(case: str, workdir: Path) -> dict:
@@ -213,8 +189,24 @@ def run_case(case: str, workdir: Path) -> dict:
     )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        return {"error": last[:90]}
+        return {"error": last[:120]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def why_not(case: str) -> str | None:
+    """Why a case cannot run here (a missing package), or None."""
+    module = {"naive": "pandas", "presidio": "presidio_anonymizer", "spark": "pyspark"}.get(case)
+    if module is None:
+        return None
+    try:
+        __import__(module)
+    except ImportError:
+        hint = {"spark": " (the benchmark does not install it: too big, needs a JVM)"}.get(case, "")
+        install = {"presidio": "presidio-anonymizer"}.get(case, module)
+        return f"not run: {install} not installed{hint}"
+    if case == "spark":
+        return "not run: pyspark is installed but no Spark case is written yet"
+    return None
 
 
 def machine() -> str:
@@ -226,72 +218,88 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    return f"CPU: {cpu}; cores: {os.cpu_count()}; Python {platform.python_version()}; {platform.system()}"
+
+
+def note_row(case: str, rows: int, note: str) -> str:
+    return f"| {LABELS[case]} | {rows} | {note} | | | | | |"
+
+
+def bench_size(rows: int, workdir: Path, smoke: bool) -> list[str]:
+    megabytes = generate(workdir, rows) / 1e6
+    (workdir / "kek").write_text(base64.b64encode(os.urandom(32)).decode())
+    lines: list[str] = []
+
+    def emit(line: str) -> None:
+        lines.append(line)
+        print(line, flush=True)
+
+    bound: float | None = None
+    for case in ["cipher_bound", "encrypt", "derive", "encrypt_all_cores", "naive", "presidio", "spark"]:
+        if case == "encrypt_all_cores":
+            emit(note_row(case, rows, "not implemented yet"))
+            continue
+        reason = why_not(case)
+        if reason is None and case in ("naive", "presidio", "spark") and smoke:
+            reason = "skipped (--smoke)"
+        if reason is None and case in ("naive", "presidio") and rows > SMALL_ONLY:
+            reason = f"skipped (too slow; only run up to {SMALL_ONLY:,} rows)"
+        if reason is not None:
+            emit(note_row(case, rows, reason))
+            continue
+        r = run_case(case, workdir)
+        if "error" in r:
+            emit(note_row(case, rows, f"failed: {r['error']}"))
+            continue
+        if case == "encrypt" and r["rows_out"] != r["rows"]:
+            emit(note_row(case, rows, f"WRONG: {r['rows_out']} rows out for {r['rows']} in"))
+            continue
+        rate = r["rows"] / r["seconds"]
+        if case == "cipher_bound":
+            bound = rate
+        ratio = f"{rate / bound:.0%}" if bound else "-"
+        emit(
+            f"| {LABELS[case]} | {r['rows']} | {r['seconds']:.2f} | {rate:,.0f} | {megabytes / r['seconds']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['keys']} | {ratio} |"
+        )
+    return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
-    parser.add_argument("--with-10m", action="store_true", help="also 10M rows")
-    parser.add_argument("--smoke", action="store_true", help="only our jobs and the cipher bound (for the tests)")
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes (default 100000,1000000)")
+    parser.add_argument("--with-10m", action="store_true", help="also 10M rows (slow)")
+    parser.add_argument("--smoke", action="store_true", help="our jobs and the cipher bound only; no bench/latest.md")
+    parser.add_argument("--keep", type=Path, help="keep each size's inputs and outputs under KEEP/<rows>/")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case:
+    if args.case:  # child process: one case, JSON on the last line of stdout
         result = CASES[args.case](Path(args.workdir))
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         print(json.dumps(result))
         return 0
 
-    sizes = [int(s) for s in args.rows.split(",")] + ([10_000_000] if args.with_10m else [])
+    sizes = [int(s) for s in args.rows.split(",") if s.strip()] + ([10_000_000] if args.with_10m else [])
     lines = [
-        f"Machine: {machine()}",
+        machine(),
         "",
-        "| case | rows | seconds | rows/s | MB/s | peak RSS MB | keys created/reused | vs cipher bound |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "MB/s = source CSV MB / seconds (DeriveJob reads the larger encrypted file). "
+        "Peak RSS is the case's own process (a fresh one per case). "
+        "Keys created/reused: as the job counts them (a key used again in a later chunk counts as reused).",
+        "",
+        *HEADER,
     ]
     print("\n".join(lines), flush=True)
     for rows in sizes:
-        with tempfile.TemporaryDirectory(prefix="strm-bench-") as tmp:
-            workdir = Path(tmp)
-            generate(workdir / "events.csv", rows)
-            (workdir / "kek").write_text(__import__("base64").b64encode(os.urandom(32)).decode())
-            megabytes = (workdir / "events.csv").stat().st_size / 1e6
-            cases = ["cipher_bound", "encrypt", "derive"] + ([] if args.smoke else ["naive", "presidio"])
-            bound = None
-            for case in cases:
-                if case in ("naive", "presidio") and rows > SMALL_ONLY:
-                    line = f"| {LABELS[case]} | {rows} | skipped: too slow beyond {SMALL_ONLY} rows | | | | | |"
-                else:
-                    r = run_case(case, workdir)
-                    if "error" in r:
-                        line = f"| {LABELS[case]} | {rows} | not run: {r['error']} | | | | | |"
-                    else:
-                        rate = r["rows"] / r["seconds"]
-                        bound = rate if case == "cipher_bound" else bound
-                        ratio = f"{rate / bound:.0%}" if bound else "-"
-                        line = (
-                            f"| {LABELS[case]} | {r['rows']} | {r['seconds']:.2f} | {rate:,.0f} | "
-                            f"{megabytes / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['keys']} | {ratio} |"
-                        )
-                lines.append(line)
-                print(line, flush=True)
-            for label in ("EncryptJob, all cores", "Spark local aes_encrypt"):
-                reason = "not implemented yet" if "cores" in label else _spark_reason()
-                line = f"| {label} | {rows} | {reason} | | | | | |"
-                lines.append(line)
-                print(line, flush=True)
+        if args.keep:
+            lines += bench_size(rows, args.keep / str(rows), args.smoke)
+        else:
+            with tempfile.TemporaryDirectory(prefix="strm-bench-") as tmp:
+                lines += bench_size(rows, Path(tmp), args.smoke)
     if not args.smoke:
         (HERE / "latest.md").write_text("\n".join(lines) + "\n")
     return 0
-
-
-def _spark_reason() -> str:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "not run: pyspark is not installed (and needs a JVM download)"
-    return "not run: not implemented yet"
 
 
 if __name__ == "__main__":
