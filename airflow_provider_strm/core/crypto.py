@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -148,3 +149,40 @@ def ciphertext_key_id(ciphertext: str) -> int | None:
     if len(head) < 5 or head[0] != _TINK_PREFIX:
         return None
     return int.from_bytes(head[1:5], "big")
+
+
+def encrypt_columns(
+    links: Sequence[str], columns: Sequence[Sequence[str]], keysets: Mapping[str, Keyset]
+) -> list[list[str]]:
+    """Encrypt whole columns; row ``i`` of every column under the keyset of ``links[i]``.
+
+    Rows are grouped by key, so each key's cipher exists once and only while its rows are
+    encrypted (an AES-SIV object holds ~4 KB of OpenSSL state: holding one per key of a large
+    chunk would cost more memory than the data). Deterministic encryption means a value
+    repeated under one key is encrypted once. Empty values stay empty.
+    """
+    rows_of: dict[str, list[int]] = {}
+    for i, link in enumerate(links):
+        rows = rows_of.get(link)
+        if rows is None:
+            rows_of[link] = [i]
+        else:
+            rows.append(i)
+    n = len(links)
+    outs: list[list[str]] = [[""] * n for _ in columns]
+    pairs = list(zip(columns, outs, strict=True))
+    b64encode = base64.b64encode
+    for link, rows in rows_of.items():
+        keyset = keysets[link]
+        siv_encrypt = AESSIV(keyset.key_bytes).encrypt
+        prefix = struct.pack(">BI", _TINK_PREFIX, keyset.key_id)
+        memo: dict[str, str] = {}
+        for column, out in pairs:
+            for i in rows:
+                value = column[i]
+                if value:
+                    token = memo.get(value)
+                    if token is None:
+                        token = memo[value] = b64encode(prefix + siv_encrypt(value.encode("utf-8"), _NO_AD)).decode()
+                    out[i] = token
+    return outs

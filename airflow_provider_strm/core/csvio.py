@@ -129,6 +129,8 @@ class CsvRecordReader:
 
 
 def _has_undecodable(record: Sequence[str]) -> bool:
+    if "".join(record).isascii():
+        return False  # the usual case, checked in one pass
     for value in record:
         if not value.isascii():
             try:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import pyarrow as pa
 
 from airflow_provider_strm.core.checkpoint import PartedOutput
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import DeterministicCipher
+from airflow_provider_strm.core.crypto import Keyset, encrypt_columns
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.job import (
@@ -28,6 +33,7 @@ from airflow_provider_strm.core.job import (
 )
 from airflow_provider_strm.core.keyfiles import KEYS_HEADER, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
+from airflow_provider_strm.core.seen import LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
 from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
 from airflow_provider_strm.core.validation import FileChecks
@@ -40,6 +46,12 @@ META_COLUMNS = (
     "strmMeta.billingId",
     "strmMeta.consentLevels",
 )
+
+#: Keys a job keeps between chunks (not their ciphers: an AES-SIV object holds ~4 KB of OpenSSL state,
+#: so ciphers live for one chunk only); bounded so memory stays flat for any file.
+KEY_CACHE_SIZE = 200_000
+#: (data subject, key link) pairs a job remembers having recorded, so each is written once per job.
+SUBJECT_CACHE_SIZE = 500_000
 
 #: Replaces STRM's consent extraction: takes a record (column → value), returns its consent levels.
 ConsentFunction = Callable[[Mapping[str, str]], "ConsentLevels | list[int]"]
@@ -55,6 +67,8 @@ class EncryptJob(BatchJob):
     :param source_path: the file to encrypt (default: the config's ``source_data`` path).
     :param consent_function: replaces STRM's consent extraction (record → levels).
     :param context: Airflow identifiers recorded with the job (dag_id, run_id, map_index...).
+    :param workers: processes that encrypt chunks in parallel (1 = in this process). Reading, keys
+        and writing stay in this process, in file order: the output is byte-identical for any value.
     """
 
     kind = "encrypt"
@@ -72,6 +86,8 @@ class EncryptJob(BatchJob):
         checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
+        key_cache_size: int = KEY_CACHE_SIZE,
+        workers: int = 1,
     ) -> None:
         path = source_path or config.source_data.path
         super().__init__(
@@ -85,7 +101,16 @@ class EncryptJob(BatchJob):
         self.consent = ConsentExtractor(config.consent)
         self.consent_function = consent_function
         self.contract_ref = str(config.contract_ref)
-        self._keys_seen: set[str] = set()
+        # the keys file lists each key once, in order of first use; bounded memory whatever the file
+        self._keys_seen = SeenSet()
+        self._key_cache: LruCache[tuple[str, int], StoredKey] = LruCache(key_cache_size)
+        self._subjects_linked: set[tuple[str, str]] = set()
+        self._stamps: tuple[int, list[int]] | None = None
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._in_flight: deque[tuple[Future[list[pa.Array]], list]] = deque()
 
     def encrypted_path(self) -> str:
         return self.config.encrypted_data.output_path(self.source_path, "encrypted")
@@ -132,21 +157,18 @@ class EncryptJob(BatchJob):
         columns = chunk.columns
         stamps = self._timestamps(columns[self._ts_idx], chunk)
         entities = list(zip(columns[self._key_idx], (s - s % DAY_MS for s in stamps), strict=True))
-        keys = self._keys(set(entities))
+        keys = self._keys(set(entities), result)
         links = [keys[e].key_link for e in entities]
         if self._subject_idx is not None:
-            # remembered before any output is committed, so a subject can always be forgotten
-            self.key_store.link_subjects(self.group_id, set(zip(columns[self._subject_idx], links, strict=True)))
-        for stored in keys.values():
-            if stored.created:
-                result.keys_created += 1
-            else:
-                result.keys_reused += 1
-        # one cipher per key of this chunk only: memory stays flat however many keys the file uses
-        ciphers = {stored.key_link: stored.keyset.cipher() for stored in keys.values()}
-        out: list[list[str] | list[str | None]] = list(columns)
-        for i in self._pii_idx:
-            out[i] = self._encrypt_column(links, columns[i], ciphers)
+            self._link_subjects(columns[self._subject_idx], links)
+        out: list = list(columns)
+        keysets = {stored.key_link: stored.keyset for stored in keys.values()}
+        pii = [columns[i] for i in self._pii_idx]
+        if self.workers > 1:
+            future = self._worker_pool().submit(_encrypt_to_arrow, links, pii, keysets)
+        else:
+            for i, column in zip(self._pii_idx, encrypt_columns(links, pii, keysets), strict=True):
+                out[i] = column
         n = len(chunk)
         out += [
             [self.contract_ref] * n,
@@ -157,10 +179,15 @@ class EncryptJob(BatchJob):
             [format_levels(levels) for levels in self._consent(columns, n)],
         ]
         self.checks.observe(columns)
-        self._writer.write_columns(out)
+        if self.workers > 1:
+            self._in_flight.append((future, out))
+            while len(self._in_flight) > self.workers:
+                self._write_next()
+        else:
+            self._writer.write_columns(out)
         result.rows_out += n
         if self._keys_writer is not None:
-            self._write_keys(entities, keys)
+            self._write_keys(links, keys)
 
     def restore(self, state: dict[str, object]) -> None:
         # the keys file lists each key once: the keys already written by the committed parts stay "seen"
@@ -170,7 +197,33 @@ class EncryptJob(BatchJob):
         rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
         self._keys_seen.update(row[0] for row in rows if row and row[0] != "keyLink")
 
+    def flush(self) -> None:
+        """Write every chunk still being encrypted by the worker processes, in order."""
+        while self._in_flight:
+            self._write_next()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._in_flight.clear()
+        self._keys_seen.close()
+
+    def _worker_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: an Airflow worker has threads, and a forked copy of them can deadlock
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return self._pool
+
+    def _write_next(self) -> None:
+        future, out = self._in_flight.popleft()
+        for i, array in zip(self._pii_idx, future.result(), strict=True):
+            out[i] = array
+        self._writer.write_columns(out)
+
     def finish(self, result: JobResult) -> None:
+        self.flush()
         self.checks.evaluate(result, self.input_name)
         self.publish(result, "encrypted", self.config.encrypted_data, self.encrypted_path())
         result.bytes_out = self._writer.bytes_written
@@ -184,11 +237,14 @@ class EncryptJob(BatchJob):
         """Records with a missing or malformed timestamp, or a value failing the contract's regex."""
         bad: list[BadRow] = []
         parse, ts_field = self.parser.parse, self.config.timestamp.field
+        stamps: list[int] = []
         for i, value in enumerate(chunk.columns[self._ts_idx]):
             try:
-                parse(value)
+                stamps.append(parse(value))
             except TimestampFormatError as exc:
                 bad.append(BadRow(chunk.rows[i], f"Invalid timestamp [{exc}]", chunk.record_text(i), ts_field))
+        # kept for process_chunk when every record passed (the usual case): no second parse
+        self._stamps = (chunk.first_row, stamps) if not bad else None
         failed = {b.row for b in bad}
         for col, rule in self._regexes:
             match = rule.pattern.fullmatch
@@ -201,11 +257,35 @@ class EncryptJob(BatchJob):
         return bad
 
     def _timestamps(self, values: list[str], chunk: RecordChunk) -> list[int]:
-        # every value parsed in validate_chunk: the parser's cache makes this a lookup
-        parse = self.parser.parse
-        return [parse(v) for v in values]
+        kept = self._stamps
+        if kept is not None and kept[0] == chunk.first_row and len(kept[1]) == len(values):
+            return kept[1]
+        return self.parser.parse_many(values)
 
-    def _keys(self, entities: set[tuple[str, int]]) -> dict[tuple[str, int], StoredKey]:
+    def _keys(self, entities: set[tuple[str, int]], result: JobResult) -> dict[tuple[str, int], StoredKey]:
+        """The key of each entity: from the job's cache, else from the key store in one bulk call."""
+        cache = self._key_cache
+        out: dict[tuple[str, int], StoredKey] = {}
+        missing: set[tuple[str, int]] = set()
+        for entity in entities:
+            hit = cache.get(entity)
+            if hit is None:
+                missing.add(entity)
+            else:
+                out[entity] = hit
+        result.keys_reused += len(out)
+        for entity, stored in self._fetch_keys(missing).items():
+            if stored.created:
+                result.keys_created += 1
+            else:
+                result.keys_reused += 1
+            out[entity] = stored
+            cache.put(entity, stored)
+        return out
+
+    def _fetch_keys(self, entities: set[tuple[str, int]]) -> dict[tuple[str, int], StoredKey]:
+        if not entities:
+            return {}
         policy, days = self.config.policy_id, self.config.retention_days
         if not days:
             return self.key_store.get_or_create(self.group_id, entities, policy_id=policy)
@@ -217,20 +297,16 @@ class EncryptJob(BatchJob):
             out.update(self.key_store.get_or_create(self.group_id, part, policy_id=policy, expires_at=expires))
         return out
 
-    @staticmethod
-    def _encrypt_column(links: list[str], values: list[str], ciphers: dict[str, DeterministicCipher]) -> list[str]:
-        # deterministic encryption: one (key, value) pair always gives one ciphertext, so memoise per chunk
-        memo: dict[tuple[str, str], str] = {}
-        out: list[str] = []
-        for link, value in zip(links, values, strict=True):
-            if value == "":
-                out.append(value)  # empty stays empty
-                continue
-            token = memo.get((link, value))
-            if token is None:
-                token = memo[(link, value)] = ciphers[link].encrypt(value)
-            out.append(token)
-        return out
+    def _link_subjects(self, subjects: list[str], links: list[str]) -> None:
+        # remembered before any output is committed, so a subject can always be forgotten
+        done = self._subjects_linked
+        pairs = {pair for pair in zip(subjects, links, strict=True) if pair not in done}
+        if not pairs:
+            return
+        self.key_store.link_subjects(self.group_id, pairs)
+        if len(done) + len(pairs) > SUBJECT_CACHE_SIZE:
+            done.clear()  # bounded: a pair recorded again is a no-op in the key store
+        done.update(pairs)
 
     def _consent(self, columns: list[list[str]], n: int) -> list[ConsentLevels]:
         if self.consent_function is not None:
@@ -244,14 +320,13 @@ class EncryptJob(BatchJob):
         levels = self.consent.levels
         return [levels(v) for v in columns[self._consent_idx]]
 
-    def _write_keys(self, entities: list[tuple[str, int]], keys: dict[tuple[str, int], StoredKey]) -> None:
+    def _write_keys(self, links: list[str], keys: dict[tuple[str, int], StoredKey]) -> None:
         # keys in order of first use in the file: the keys file is the same whatever the chunk size
         assert self._keys_writer is not None
-        seen = self._keys_seen
-        new: list[StoredKey] = []
-        for entity in entities:
-            key = keys[entity]
-            if key.key_link not in seen:
-                seen.add(key.key_link)
-                new.append(key)
-        write_keys(self._keys_writer, new)
+        by_link = {stored.key_link: stored for stored in keys.values()}
+        write_keys(self._keys_writer, [by_link[link] for link in self._keys_seen.first_seen(links)])
+
+
+def _encrypt_to_arrow(links: list[str], columns: list[list[str]], keysets: dict[str, Keyset]) -> list[pa.Array]:
+    """Worker-process side of ``workers > 1``: the PII columns of one chunk, encrypted, as Arrow arrays."""
+    return [pa.array(column, type=pa.string()) for column in encrypt_columns(links, columns, keysets)]

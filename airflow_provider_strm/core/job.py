@@ -162,6 +162,12 @@ class BatchJob:
     def restore(self, state: dict[str, object]) -> None:
         """Take back :meth:`checkpoint_state` when resuming (outputs are open)."""
 
+    def flush(self) -> None:
+        """Write out whatever processed records are still held back (before a checkpoint)."""
+
+    def close(self) -> None:
+        """Release what the job holds (worker processes, temporary files), whatever the outcome."""
+
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> JobResult:
@@ -193,6 +199,8 @@ class BatchJob:
             self._discard(pending)
             self._state("ERROR", str(exc) if isinstance(exc, StrmError) else type(exc).__name__, result)
             raise
+        finally:
+            self.close()
         result.seconds = round(time.monotonic() - started, 3)
         rate = int(result.rows_in / result.seconds) if result.seconds > 0 else result.rows_in
         result.message = f"Processed {result.rows_in} records in {int(result.seconds)} s. which is {rate} records/s."
@@ -268,6 +276,7 @@ class BatchJob:
     def _checkpoint(
         self, pending: list[PendingObject], rows_done: int, digest: RecordDigest, result: JobResult
     ) -> None:
+        self.flush()
         for p in pending:
             p.checkpoint()  # type: ignore[attr-defined]
         counters = {**result.counters(), "excluded_by_reason": dict(result.excluded_by_reason)}

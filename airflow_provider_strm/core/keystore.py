@@ -37,7 +37,8 @@ from airflow_provider_strm.core.kek import KekProvider, LocalKek, aead_unwrap, a
 __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
 SCHEMA_VERSION = 1
-_BATCH = 400  # entities per SELECT / INSERT statement: below SQLite's variable limit
+_BATCH = 400  # entities per SELECT statement: below SQLite's variable limit
+_INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
 
 metadata = sa.MetaData()
 
@@ -232,6 +233,7 @@ class KeyStore:
         wanted = {(v, w): self.digest(group_id, v) for v, w in set(entities)}
         found = self._select(group_id, wanted)
         missing = [e for e in wanted if e not in found]
+        missing_by_digest = {(wanted[e], e[1]): e[0] for e in missing}
         fresh: dict[str, Keyset] = {}
         if missing:
             now = _now_ms()
@@ -253,24 +255,43 @@ class KeyStore:
                     }
                 )
                 fresh[link] = keyset
-            # One order for every process (no lock-order deadlocks) and one short transaction per batch.
+            # One order for every process (no lock-order deadlocks), one transaction per call; RETURNING
+            # tells which rows this call inserted, so only keys another process won are read back.
             rows.sort(key=lambda r: (r["key_digest"], r["window_start"]))
-            for i in range(0, len(rows), _BATCH):
-                self._insert_batch(rows[i : i + _BATCH])
-            found.update(self._select(group_id, {e: wanted[e] for e in missing}, fresh))
+            inserted = self._insert_keys(rows)
+            by_link = {r["key_link"]: r for r in rows}
+            for link in inserted:
+                row = by_link[link]
+                entity = (missing_by_digest[(row["key_digest"], row["window_start"])], row["window_start"])
+                found[entity] = StoredKey(link, fresh[link], row["window_start"], policy_id, expires_at, True)
+            lost = {e: wanted[e] for e in missing if e not in found}
+            if lost:
+                found.update(self._select(group_id, lost))
         return found
 
-    def _insert_batch(self, rows: list[dict[str, object]]) -> None:
+    def _insert_keys(self, rows: list[dict[str, object]]) -> set[str]:
+        """Insert key rows (ignoring entities that exist); returns the key links actually inserted."""
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    self._insert_ignore(conn, keys_table, rows, ["group_id", "key_digest", "window_start"])
-                return
+                    inserted: set[str] = set()
+                    for i in range(0, len(rows), _INSERT_BATCH):
+                        inserted.update(
+                            self._insert_ignore(
+                                conn,
+                                keys_table,
+                                rows[i : i + _INSERT_BATCH],
+                                ["group_id", "key_digest", "window_start"],
+                                returning=keys_table.c.key_link,
+                            )
+                        )
+                return inserted
             except sa.exc.OperationalError as exc:
                 # PostgreSQL may still pick a deadlock victim under heavy contention; the insert is idempotent.
                 if "deadlock" not in str(exc).lower() or attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def keys_by_link(self, key_links: Iterable[str]) -> dict[str, StoredKey]:
         """The keys named by ``key_links`` that exist (unknown or forgotten links are absent)."""
@@ -290,11 +311,8 @@ class KeyStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def _select(
-        self, group_id: str, wanted: dict[tuple[str, int], str], fresh: dict[str, Keyset] | None = None
-    ) -> dict[tuple[str, int], StoredKey]:
-        """Stored keys of the wanted entities; ``fresh`` holds keysets this process just created (no unwrap)."""
-        fresh = fresh or {}
+    def _select(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:
+        """Stored keys of the wanted entities."""
         by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
         digests = sorted({d for d in wanted.values()})
         out: dict[tuple[str, int], StoredKey] = {}
@@ -307,15 +325,12 @@ class KeyStore:
                 for row in conn.execute(query):
                     entity = by_digest_window.get((row.key_digest, row.window_start))
                     if entity is not None:
-                        out[entity] = self._stored(row, fresh)
+                        out[entity] = self._stored(row)
         return out
 
-    def _stored(self, row: sa.Row, fresh: dict[str, Keyset] | None = None) -> StoredKey:
-        keyset = (fresh or {}).get(row.key_link)
-        created = keyset is not None
-        if keyset is None:
-            keyset = Keyset.from_secret_bytes(self._unwrap(row.wrapped_keyset, row.key_link.encode()))
-        return StoredKey(row.key_link, keyset, row.window_start, row.policy_id, row.expires_at, created)
+    def _stored(self, row: sa.Row) -> StoredKey:
+        keyset = Keyset.from_secret_bytes(self._unwrap(row.wrapped_keyset, row.key_link.encode()))
+        return StoredKey(row.key_link, keyset, row.window_start, row.policy_id, row.expires_at)
 
     # ------------------------------------------------------------------ data subjects and key management
 
@@ -609,9 +624,16 @@ class KeyStore:
         assert self._dek is not None
         return aead_unwrap(self._dek, blob, bound_to)
 
-    def _insert_ignore(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict], index: list[str]) -> None:
+    def _insert_ignore(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        rows: Sequence[dict],
+        index: list[str],
+        returning: sa.Column | None = None,
+    ) -> list[str]:
         if not rows:
-            return
+            return []
         dialect = conn.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -619,7 +641,11 @@ class KeyStore:
             from sqlalchemy.dialects.sqlite import insert
         else:
             raise KeyStoreError(f"key store dialect {dialect!r} is not supported (use sqlite or postgresql)")
-        conn.execute(insert(table).on_conflict_do_nothing(index_elements=index), list(rows))
+        statement = insert(table).on_conflict_do_nothing(index_elements=index)
+        if returning is None:
+            conn.execute(statement, list(rows))
+            return []
+        return list(conn.execute(statement.returning(returning), list(rows)).scalars())
 
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)

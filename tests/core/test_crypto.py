@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tink import daead, secret_key_access
 
-from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset, ciphertext_key_id
+from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset, ciphertext_key_id, encrypt_columns
 from airflow_provider_strm.core.errors import DecryptionError
 
 daead.register()
@@ -90,3 +90,23 @@ def test_a_keyset_never_shows_its_bytes_in_repr() -> None:
     keyset = Keyset.generate()
     assert keyset.key_bytes.hex() not in repr(keyset)
     assert str(list(keyset.key_bytes)) not in repr(keyset)
+
+
+_KEYSETS = {f"link-{i}": Keyset.generate() for i in range(3)}
+
+
+@settings(max_examples=150)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(_KEYSETS)), st.text(max_size=12), st.sampled_from(["", "x", "same"])),
+        max_size=30,
+    )
+)
+def test_encrypt_columns_equals_encrypting_each_value_on_its_own(rows) -> None:
+    """The grouped, memoised column path is exactly the one-value-at-a-time path."""
+    links = [r[0] for r in rows]
+    columns = [[r[1] for r in rows], [r[2] for r in rows]]
+    out = encrypt_columns(links, columns, _KEYSETS)
+    for c, column in enumerate(columns):
+        expected = [_KEYSETS[link].cipher().encrypt(v) if v else "" for link, v in zip(links, column, strict=True)]
+        assert out[c] == expected
