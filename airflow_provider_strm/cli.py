@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
             metavar="PATH=JSON",
             help="override any config field, e.g. --set encrypted_data.target.path_prefix=out",
         )
+        if name != "derive":
+            cmd.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="processes encrypting in parallel (default 1; 0 = one per core); output is the same",
+            )
         if name == "derive":
             cmd.add_argument("--encrypted-path", help="the encrypted file (default: from the config)")
             cmd.add_argument("--keys-file", help="read keys from this local STRM keys file instead of a key store")
@@ -136,7 +143,8 @@ def _run_jobs(args: argparse.Namespace) -> object:
     store = None if keys_file and args.command == "derive" else _key_store(args)
     if args.command in ("encrypt", "run"):
         assert store is not None
-        job = EncryptJob(config, contract, store, storage_for, source_path=args.source_path)
+        workers = args.workers or os.cpu_count() or 1
+        job = EncryptJob(config, contract, store, storage_for, source_path=args.source_path, workers=workers)
         results.append(job.run().to_dict())
     if args.command in ("derive", "run"):
         keys = keys_file_lookup(Path(keys_file).read_bytes(), keys_file) if keys_file else store

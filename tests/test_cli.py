@@ -38,7 +38,7 @@ def test_run_encrypts_and_derives_the_reference_job(demo_bucket, strm_reference,
     bucket, env = demo_bucket
     config, contract = strm_reference / "batch-job-config.json", strm_reference / "online-retail-contract.json"
     keystore = f"sqlite:///{tmp_path / 'keys.db'}"
-    done = run_cli("run", str(config), "--contract", str(contract), "--keystore", keystore, env=env)
+    done = run_cli("run", str(config), "--contract", str(contract), "--keystore", keystore, "--workers", "2", env=env)
     assert done.returncode == 0, done.stderr
     encrypt, derive = json.loads(done.stdout)
     assert encrypt["state"] == derive["state"] == "FINISHED"

@@ -37,7 +37,7 @@ from airflow_provider_strm.core.kek import KekProvider, LocalKek, aead_unwrap, a
 __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
 SCHEMA_VERSION = 1
-_BATCH = 400  # entities per SELECT statement: below SQLite's variable limit
+_BATCH = 2000  # entities per SELECT statement: well below SQLite's variable limit (32766)
 _INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
 
 metadata = sa.MetaData()

@@ -44,6 +44,8 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
     :param chunk_rows: records per chunk (memory stays flat whatever the file size).
     :param checkpoint_rows: commit the outputs in parts every this many records, so a retried task
         resumes after the last part instead of starting over (default: off; costs one extra copy at the end).
+    :param workers: processes encrypting chunks in parallel for one large file (default 1: in the task's
+        own process). Size it to the worker slot's cores; the output is byte-identical for any value.
     """
 
     template_fields: Sequence[str] = (
@@ -69,6 +71,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         consent_function: ConsentFunction | None = None,
         chunk_rows: int = 20_000,
         checkpoint_rows: int | None = None,
+        workers: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**self.with_defaults(kwargs))
@@ -81,6 +84,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         self.consent_function = consent_function
         self.chunk_rows = chunk_rows
         self.checkpoint_rows = checkpoint_rows
+        self.workers = workers
 
     def _overrides(self) -> dict[str, Any]:
         overrides = dict(self.config_overrides)
@@ -101,6 +105,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
             consent_function=self.consent_function,
             chunk_rows=self.chunk_rows,
             checkpoint_rows=self.checkpoint_rows,
+            workers=self.workers,
             context=task_identity(context),
         )
         self.log.info("STRM encrypt job %s: %s (group %s)", job.job_id, job.source_path, job.group_id)
