@@ -171,11 +171,18 @@ def encrypt_columns(
     n = len(links)
     outs: list[list[str]] = [[""] * n for _ in columns]
     pairs = list(zip(columns, outs, strict=True))
-    b64encode = base64.b64encode
+    b64, pack, no_ad = binascii.b2a_base64, struct.pack, _NO_AD
     for link, rows in rows_of.items():
         keyset = keysets[link]
         siv_encrypt = AESSIV(keyset.key_bytes).encrypt
-        prefix = struct.pack(">BI", _TINK_PREFIX, keyset.key_id)
+        prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
+        if len(rows) == 1:  # a key seen once in this chunk: nothing to memoise
+            i = rows[0]
+            for column, out in pairs:
+                value = column[i]
+                if value:
+                    out[i] = b64(prefix + siv_encrypt(value.encode("utf-8"), no_ad), newline=False).decode()
+            continue
         memo: dict[str, str] = {}
         for column, out in pairs:
             for i in rows:
@@ -183,6 +190,7 @@ def encrypt_columns(
                 if value:
                     token = memo.get(value)
                     if token is None:
-                        token = memo[value] = b64encode(prefix + siv_encrypt(value.encode("utf-8"), _NO_AD)).decode()
+                        token = b64(prefix + siv_encrypt(value.encode("utf-8"), no_ad), newline=False).decode()
+                        memo[value] = token
                     out[i] = token
     return outs

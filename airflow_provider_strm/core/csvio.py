@@ -117,20 +117,34 @@ class CsvRecordReader:
                 self.rows_read += 1
                 if len(record) != width:
                     bad.append(BadRow(self.rows_read, f"expected {width} columns, got {len(record)}", _as_text(record)))
-                elif _has_undecodable(record):
-                    bad.append(BadRow(self.rows_read, "undecodable bytes for the file's charset", _as_text(record)))
                 else:
                     good.append(record)
                     numbers.append(self.rows_read)
             if not good and not bad:
                 return
             columns = [list(c) for c in zip(*good, strict=True)] if good else [[] for _ in range(width)]
-            yield RecordChunk(first, numbers, columns, bad)
+            chunk = RecordChunk(first, numbers, columns, bad)
+            undecodable = _undecodable_rows(columns)
+            if undecodable:
+                reason = "undecodable bytes for the file's charset"
+                bad += [BadRow(numbers[i], reason, chunk.record_text(i)) for i in undecodable]
+                bad.sort(key=lambda b: b.row)
+                chunk = chunk.without({numbers[i] for i in undecodable})
+                chunk = RecordChunk(first, chunk.rows, chunk.columns, bad)
+            yield chunk
+
+
+def _undecodable_rows(columns: list[list[str]]) -> list[int]:
+    """Indexes of the records holding bytes the charset could not decode (surrogate escapes)."""
+    rows: set[int] = set()
+    for column in columns:
+        if "".join(column).isascii():
+            continue  # the usual case: one pass over the whole column
+        rows.update(i for i, value in enumerate(column) if _has_undecodable((value,)))
+    return sorted(rows)
 
 
 def _has_undecodable(record: Sequence[str]) -> bool:
-    if "".join(record).isascii():
-        return False  # the usual case, checked in one pass
     for value in record:
         if not value.isascii():
             try:
@@ -172,17 +186,30 @@ class CsvRecordWriter:
             self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
 
     def write_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> None:
+        data = self.encode_columns(columns)
+        if data:
+            self.write_encoded(data, len(columns[0]))
+
+    def encode_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> bytes:
+        """The CSV lines of these columns, in the writer's charset (written by :meth:`write_encoded`)."""
         arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=pa.string()) for c in columns]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         if batch.num_rows == 0:
-            return
+            return b""
         buf = io.BytesIO()
         pacsv.write_csv(batch, buf, write_options=_WRITE_OPTIONS)
-        self._emit(buf.getvalue())
-        self.rows_written += batch.num_rows
+        return self._encode(buf.getvalue())
 
-    def _emit(self, data: bytes) -> None:
-        if self._encoding != "utf-8":
-            data = data.decode("utf-8").encode(self._encoding)
+    def write_encoded(self, data: bytes, rows: int) -> None:
+        """Write lines made by :meth:`encode_columns` (possibly in another process)."""
         self.sink.write(data)
         self.bytes_written += len(data)
+        self.rows_written += rows
+
+    def _emit(self, data: bytes) -> None:
+        data = self._encode(data)
+        self.sink.write(data)
+        self.bytes_written += len(data)
+
+    def _encode(self, data: bytes) -> bytes:
+        return data if self._encoding == "utf-8" else data.decode("utf-8").encode(self._encoding)

@@ -10,33 +10,38 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import multiprocessing
+import pickle
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
-
-import pyarrow as pa
+from dataclasses import dataclass
 
 from airflow_provider_strm.core.checkpoint import PartedOutput
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import Keyset, encrypt_columns
+from airflow_provider_strm.core.crypto import encrypt_columns
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.job import (
+    PROGRESS_EVERY_S,
     BatchJob,
     JobResult,
     StorageResolver,
     group_of,
     require_columns,
 )
-from airflow_provider_strm.core.keyfiles import KEYS_HEADER, write_keys
+from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
 from airflow_provider_strm.core.seen import LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
 from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
 from airflow_provider_strm.core.validation import FileChecks
+
+log = logging.getLogger(__name__)
 
 META_COLUMNS = (
     "strmMeta.eventContractRef",
@@ -67,8 +72,10 @@ class EncryptJob(BatchJob):
     :param source_path: the file to encrypt (default: the config's ``source_data`` path).
     :param consent_function: replaces STRM's consent extraction (record → levels).
     :param context: Airflow identifiers recorded with the job (dag_id, run_id, map_index...).
-    :param workers: processes that encrypt chunks in parallel (1 = in this process). Reading, keys
-        and writing stay in this process, in file order: the output is byte-identical for any value.
+    :param workers: processes that validate and encrypt chunks in parallel (1 = all in this process).
+        Reading and writing stay in this process, in file order: the outputs are byte-identical for any
+        value. Not with ``checkpoint_rows``, non-CSV outputs or an unpicklable consent function (the job
+        then runs in one process and logs why).
     """
 
     kind = "encrypt"
@@ -110,7 +117,6 @@ class EncryptJob(BatchJob):
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
-        self._in_flight: deque[tuple[Future[list[pa.Array]], list]] = deque()
 
     def encrypted_path(self) -> str:
         return self.config.encrypted_data.output_path(self.source_path, "encrypted")
@@ -154,6 +160,15 @@ class EncryptJob(BatchJob):
             self._keys_writer = self.open_output(keys_loc, keys_path, list(KEYS_HEADER), pending)
 
     def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
+        out, links, keys = self.encrypt_chunk(chunk, result)
+        self._writer.write_columns(out)
+        if self._keys_writer is not None:
+            self._write_keys(links, keys)
+
+    def encrypt_chunk(
+        self, chunk: RecordChunk, result: JobResult
+    ) -> tuple[list, list[str], dict[tuple[str, int], StoredKey]]:
+        """The output columns of a chunk of good records, each record's key link, and the keys used."""
         columns = chunk.columns
         stamps = self._timestamps(columns[self._ts_idx], chunk)
         entities = list(zip(columns[self._key_idx], (s - s % DAY_MS for s in stamps), strict=True))
@@ -164,11 +179,8 @@ class EncryptJob(BatchJob):
         out: list = list(columns)
         keysets = {stored.key_link: stored.keyset for stored in keys.values()}
         pii = [columns[i] for i in self._pii_idx]
-        if self.workers > 1:
-            future = self._worker_pool().submit(_encrypt_to_arrow, links, pii, keysets)
-        else:
-            for i, column in zip(self._pii_idx, encrypt_columns(links, pii, keysets), strict=True):
-                out[i] = column
+        for i, column in zip(self._pii_idx, encrypt_columns(links, pii, keysets), strict=True):
+            out[i] = column
         n = len(chunk)
         out += [
             [self.contract_ref] * n,
@@ -179,15 +191,8 @@ class EncryptJob(BatchJob):
             [format_levels(levels) for levels in self._consent(columns, n)],
         ]
         self.checks.observe(columns)
-        if self.workers > 1:
-            self._in_flight.append((future, out))
-            while len(self._in_flight) > self.workers:
-                self._write_next()
-        else:
-            self._writer.write_columns(out)
         result.rows_out += n
-        if self._keys_writer is not None:
-            self._write_keys(links, keys)
+        return out, links, keys
 
     def restore(self, state: dict[str, object]) -> None:
         # the keys file lists each key once: the keys already written by the committed parts stay "seen"
@@ -197,33 +202,75 @@ class EncryptJob(BatchJob):
         rows = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
         self._keys_seen.update(row[0] for row in rows if row and row[0] != "keyLink")
 
-    def flush(self) -> None:
-        """Write every chunk still being encrypted by the worker processes, in order."""
-        while self._in_flight:
-            self._write_next()
-
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._in_flight.clear()
         self._keys_seen.close()
 
-    def _worker_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # spawn, not fork: an Airflow worker has threads, and a forked copy of them can deadlock
-            context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-        return self._pool
+    # ------------------------------------------------------------------ worker processes
 
-    def _write_next(self) -> None:
-        future, out = self._in_flight.popleft()
-        for i, array in zip(self._pii_idx, future.result(), strict=True):
-            out[i] = array
-        self._writer.write_columns(out)
+    def _parallel_reason(self) -> str | None:
+        """Why this job runs in one process although ``workers > 1`` (None: it can use them)."""
+        if self.checkpoint_rows:
+            return "checkpoints need records committed in order by one process"
+        if self.config.encrypted_data.data_format != "csv":
+            return f"worker processes write CSV only, not {self.config.encrypted_data.data_format}"
+        if self.consent_function is not None:
+            try:
+                pickle.dumps(self.consent_function)
+            except Exception:
+                return "the consent function cannot be sent to another process (define it at module level)"
+        return None
+
+    def _process_all(self, reader, pending, result, started, resume) -> None:  # type: ignore[no-untyped-def]
+        """With workers: chunks are read here, processed in worker processes, and written here in file order."""
+        if self.workers == 1:
+            return super()._process_all(reader, pending, result, started, resume)
+        reason = self._parallel_reason()
+        if reason is not None:
+            log.warning("%s: running in one process instead of %d: %s", self.input_name, self.workers, reason)
+            return super()._process_all(reader, pending, result, started, resume)
+        spec = _WorkerSpec(
+            self.config, self.contract, self.key_store.worker_spec(), self.source_path, self._header,
+            self.consent_function, self.job_id, self._key_cache.size,
+        )  # fmt: skip
+        # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(spec,)
+        )
+        in_flight: deque[Future[_ChunkDone]] = deque()
+        last_progress = time.monotonic()
+        for chunk in reader.chunks():
+            result.rows_in += len(chunk) + len(chunk.bad)
+            in_flight.append(self._pool.submit(_work_on_chunk, chunk))
+            while len(in_flight) > 2 * self.workers:  # bounded: memory stays flat
+                self._absorb(in_flight.popleft().result(), result)
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                self._state(
+                    "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
+                )
+        while in_flight:
+            self._absorb(in_flight.popleft().result(), result)
+        return None
+
+    def _absorb(self, done: _ChunkDone, result: JobResult) -> None:
+        """A worker's chunk, in file order: dead letters, encrypted records, new keys, counters."""
+        if done.bad:
+            self.reject(done.bad, result)
+        self._writer.write_encoded(done.data, done.rows_out)
+        result.rows_out += done.rows_out
+        result.keys_created += done.keys_created
+        result.keys_reused += done.keys_reused
+        self.checks.merge(done.checks)
+        if self._keys_writer is not None and done.keys:
+            by_link = {row[0]: row for row in done.keys}
+            new = [by_link[link] for link in self._keys_seen.first_seen(row[0] for row in done.keys)]
+            if new:
+                self._keys_writer.write_columns([list(col) for col in zip(*new, strict=True)])
 
     def finish(self, result: JobResult) -> None:
-        self.flush()
         self.checks.evaluate(result, self.input_name)
         self.publish(result, "encrypted", self.config.encrypted_data, self.encrypted_path())
         result.bytes_out = self._writer.bytes_written
@@ -327,6 +374,66 @@ class EncryptJob(BatchJob):
         write_keys(self._keys_writer, [by_link[link] for link in self._keys_seen.first_seen(links)])
 
 
-def _encrypt_to_arrow(links: list[str], columns: list[list[str]], keysets: dict[str, Keyset]) -> list[pa.Array]:
-    """Worker-process side of ``workers > 1``: the PII columns of one chunk, encrypted, as Arrow arrays."""
-    return [pa.array(column, type=pa.string()) for column in encrypt_columns(links, columns, keysets)]
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """What a worker process needs to process chunks like its parent job (the key store as already opened)."""
+
+    config: BatchJobConfig
+    contract: DataContract
+    store: dict[str, object]
+    source_path: str
+    header: list[str]
+    consent_function: ConsentFunction | None
+    job_id: str
+    key_cache_size: int
+
+
+@dataclass(frozen=True)
+class _ChunkDone:
+    """A chunk processed by a worker: everything the parent writes or counts, in file order."""
+
+    bad: list[BadRow]
+    data: bytes
+    rows_out: int
+    keys: list[list[str | None]]  # keys-file rows of keys new to this worker, in first-use order
+    keys_created: int
+    keys_reused: int
+    checks: FileChecks
+
+
+_worker: EncryptJob | None = None
+
+
+def _start_worker(spec: _WorkerSpec) -> None:
+    global _worker
+    store = KeyStore.from_worker_spec(spec.store)
+    job = EncryptJob(
+        spec.config, spec.contract, store, _no_storage, source_path=spec.source_path,
+        consent_function=spec.consent_function, job_id=spec.job_id, key_cache_size=spec.key_cache_size,
+    )  # fmt: skip
+    job.check_header(spec.header)
+    job._writer = CsvRecordWriter(
+        io.BytesIO(), [*spec.header, *META_COLUMNS], charset=spec.config.encrypted_data.charset, write_header=False
+    )
+    _worker = job
+
+
+def _no_storage(_conn_id: str | None):  # type: ignore[no-untyped-def]
+    raise AssertionError("a worker process does not open storage")
+
+
+def _work_on_chunk(chunk: RecordChunk) -> _ChunkDone:
+    job = _worker
+    assert job is not None
+    bad = chunk.bad + job.validate_chunk(chunk)
+    if bad:
+        chunk = chunk.without({b.row for b in bad})
+    counts = JobResult(job.job_id, "RUNNING", job.kind, job.group_id, job.input_name)
+    job.checks = FileChecks(job.config.validations, job._header, job.parser)
+    data, keys_rows = b"", []
+    if len(chunk):
+        out, links, keys = job.encrypt_chunk(chunk, counts)
+        data = job._writer.encode_columns(out)
+        by_link = {stored.key_link: stored for stored in keys.values()}
+        keys_rows = key_rows([by_link[link] for link in job._keys_seen.first_seen(links)])
+    return _ChunkDone(bad, data, counts.rows_out, keys_rows, counts.keys_created, counts.keys_reused, job.checks)

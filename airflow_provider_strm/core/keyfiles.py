@@ -30,17 +30,18 @@ def keys_writer(sink: PendingObject, charset: str = "UTF-8") -> CsvRecordWriter:
     return CsvRecordWriter(sink, KEYS_HEADER, charset=charset)
 
 
+def key_rows(keys: list[KeyRow]) -> list[list[str | None]]:
+    """Keys as keys-file rows (keyLink, Tink JSON keyset, policyId, expiresAt)."""
+    return [
+        [k.key_link, k.keyset.to_tink_json(), k.policy_id, None if k.expires_at is None else str(k.expires_at)]
+        for k in keys
+    ]
+
+
 def write_keys(writer: CsvRecordWriter, keys: list[KeyRow]) -> None:
     if not keys:
         return
-    writer.write_columns(
-        [
-            [k.key_link for k in keys],
-            [k.keyset.to_tink_json() for k in keys],
-            [k.policy_id for k in keys],
-            [None if k.expires_at is None else str(k.expires_at) for k in keys],
-        ]
-    )
+    writer.write_columns([list(column) for column in zip(*key_rows(keys), strict=True)])
 
 
 def read_keys_file(data: bytes, name: str = "keys file") -> dict[str, Keyset]:

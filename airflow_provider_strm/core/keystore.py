@@ -198,6 +198,24 @@ class KeyStore:
             ) from None
         self._digest_secret = aead_unwrap(self._dek, base64.b64decode(rows["digest_secret"]), b"digest-secret")
 
+    def worker_spec(self) -> dict[str, object]:
+        """This store as opened here, for a worker process of the same job: URL, DEK and digest secret.
+
+        Secret (it holds the unwrapped DEK): only ever hand it to a child process over a local pipe.
+        """
+        if self._dek is None:
+            self.ensure_schema()
+        url = self.engine.url.render_as_string(hide_password=False)
+        return {"url": url, "dek": self._dek, "digest_secret": self._digest_secret, "kek_name": self.kek.name}
+
+    @classmethod
+    def from_worker_spec(cls, spec: dict[str, object]) -> KeyStore:
+        """The store a worker process uses: already open, so the KEK (a KMS, say) is never called again."""
+        store = cls(str(spec["url"]), _OpenedKek(str(spec["kek_name"])))
+        store._dek = spec["dek"]  # type: ignore[assignment]
+        store._digest_secret = spec["digest_secret"]  # type: ignore[assignment]
+        return store
+
     def check(self) -> None:
         """Raise :class:`JobStartError` if the database cannot be reached."""
         try:
@@ -649,6 +667,18 @@ class KeyStore:
 
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+
+class _OpenedKek:
+    """The KEK of a store that a parent process already opened: a worker never wraps or unwraps with it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def wrap(self, plaintext: bytes, context: bytes) -> bytes:
+        raise KeyStoreError(f"a worker process cannot use the key-encryption key ({self.name})")
+
+    unwrap = wrap
 
 
 def create_engine(url: str) -> sa.Engine:

@@ -401,6 +401,13 @@ class TimestampParser:
         self._match = compiled.regex.fullmatch
         self._slots = compiled.slots
         self._cache: dict[str, int] = {}
+        # Fast path: exactly year, month, day, hour, minute, second as plain numbers, in UTC. A value
+        # it cannot take (out of range, say) goes through the full resolver, which names the problem.
+        order = {slot: i for i, (slot, convert) in enumerate(self._slots) if convert is int}
+        plain = (YEAR, MONTH, DAY, HOUR, MINUTE, SECOND)
+        self._fast: tuple[int, ...] | None = None
+        if len(self._slots) == len(order) == 6 and set(order) == set(plain) and self.zone is UTC:
+            self._fast = tuple(order[slot] for slot in plain)
 
     def parse(self, value: str) -> int:
         """Epoch milliseconds of ``value``.
@@ -415,10 +422,12 @@ class TimestampParser:
         match = self._match(value)
         if match is None:
             raise TimestampFormatError(value, self.pattern)
-        try:
-            result = self._resolve(match.groups())
-        except (ValueError, ArithmeticError, LookupError) as exc:
-            raise TimestampFormatError(value, self.pattern, str(exc) or None) from None
+        result = None if self._fast is None else self._resolve_plain(match.groups(), self._fast)
+        if result is None:
+            try:
+                result = self._resolve(match.groups())
+            except (ValueError, ArithmeticError, LookupError) as exc:
+                raise TimestampFormatError(value, self.pattern, str(exc) or None) from None
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.clear()  # a sorted file moves on; old values rarely come back
         self._cache[value] = result
@@ -436,6 +445,18 @@ class TimestampParser:
             hit = get(value)
             append(hit if hit is not None else parse(value))
         return out
+
+    @staticmethod
+    def _resolve_plain(groups: tuple[str | None, ...], order: tuple[int, ...]) -> int | None:
+        """Epoch ms of a valid plain UTC date-time; None for anything the full resolver must judge."""
+        try:
+            year, month, day, hour, minute, second = (int(groups[i]) for i in order)  # type: ignore[arg-type]
+            if not (hour < 24 and minute < 60 and second < 60):
+                return None
+            days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+        except (TypeError, ValueError):
+            return None
+        return days * DAY_MS + ((hour * 60 + minute) * 60 + second) * 1000
 
     def _resolve(self, groups: tuple[str | None, ...]) -> int:
         values: list[Any] = [None] * 13

@@ -55,6 +55,16 @@ class FileChecks:
                     newest = ms
             self.newest[name] = newest
 
+    def merge(self, other: FileChecks) -> None:
+        """Add what ``other`` observed (the same rules, over other records: a worker process's chunk)."""
+        self.records += other.records
+        for name, count in other.empties.items():
+            self.empties[name] += count
+        for name, newest in other.newest.items():
+            mine = self.newest[name]
+            if newest is not None and (mine is None or newest > mine):
+                self.newest[name] = newest
+
     def failures(self, rows_in: int) -> list[tuple[ValidationRule, str]]:
         out: list[tuple[ValidationRule, str]] = []
         now = self.now_ms if self.now_ms is not None else int(time.time() * 1000)

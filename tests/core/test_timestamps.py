@@ -480,3 +480,37 @@ def test_near_misses_raise_nothing_but_timestamp_format_error(value: str, patter
         assert isinstance(TimestampParser(pattern, "Europe/Amsterdam").parse(value), int)
     except TimestampFormatError:
         pass
+
+
+@settings(max_examples=400)
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.sampled_from(["yyyy-MM-dd HH:mm:ss", "dd/MM/yyyy HH:mm:ss", "HH:mm:ss yyyy-MM-dd"]),
+)
+def test_the_plain_utc_fast_path_agrees_with_the_full_resolver(year, month, day, hour, minute, second, pattern) -> None:
+    fast = TimestampParser(pattern)
+    assert fast._fast is not None
+    full = TimestampParser(pattern)
+    full._fast = None
+    value = (
+        pattern.replace("yyyy", f"{year:04d}")
+        .replace("MM", f"{month:02d}")
+        .replace("dd", f"{day:02d}")
+        .replace("HH", f"{hour:02d}")
+        .replace("mm", f"{minute:02d}")
+        .replace("ss", f"{second:02d}")
+    )
+    try:
+        expected: object = full.parse(value)
+    except TimestampFormatError as exc:
+        expected = str(exc)
+    try:
+        got: object = fast.parse(value)
+    except TimestampFormatError as exc:
+        got = str(exc)
+    assert got == expected
