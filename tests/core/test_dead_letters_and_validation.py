@@ -139,3 +139,34 @@ def test_passing_validations_change_nothing(tmp_path) -> None:
     good_file(tmp_path)
     rules = [{"type": "row_count", "min": 1, "max": 10}, {"type": "null_check", "fields": ["email"]}]
     assert job(tmp_path, validations=rules).run().warnings == []
+
+
+def test_worker_processes_dead_letter_and_validate_exactly_like_one_process(tmp_path) -> None:
+    """Bad rows found in worker processes keep their row numbers and order; validations see every chunk."""
+    data, reasons = messy_file()
+    header, *rows = data.split(b"\r\n")[:-1]
+    (tmp_path / "messy.csv").write_bytes(header + b"\r\n" + b"\r\n".join(rows * 7) + b"\r\n")
+    base = job(tmp_path)
+    store = base.key_store
+    doc = {
+        "source_data": {"file_name": "messy.csv"},
+        "consent": {"default_consent_levels": [0], "consent_level_extractor": {"field": "consent"}},
+        "encryption": {"timestamp_config": {"field": "ts", "format": "yyyy-MM-dd HH:mm:ss"}},
+        "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+        "encrypted_data": {"target": {"path_prefix": "out"}},
+        "encryption_keys_data": {"target": {"path_prefix": "out"}},
+        "dead_letter": {"target": {"path_prefix": "dead"}},
+        "validations": [{"type": "null_check", "fields": ["email"], "threshold": 0.1, "on_failure": "warn"}],
+    }
+    config = load_batch_job_config(doc)
+    outputs = ("out/messy-encrypted.csv", "out/messy-keys.csv", "dead/messy-encrypt-dead-letters.csv")
+    seen = []
+    for workers in (1, 2, 3):
+        j = EncryptJob(config, base.contract, store, lambda c: LocalStorage(tmp_path), chunk_rows=5, workers=workers)
+        result = j.run()
+        counts = (result.rows_in, result.rows_out, result.dead_lettered, result.warnings)
+        seen.append((counts, [(tmp_path / p).read_bytes() for p in outputs]))
+    assert seen[0][0] == (63, 28, 35, ["null_check: 25.0% of email empty, above 10.0%"])
+    assert seen[1] == seen[0] and seen[2] == seen[0]
+    dead = parse_csv(seen[0][1][2])
+    assert [int(r[0]) for r in dead[1:]] == [r + 9 * k for k in range(7) for r in sorted(reasons)]
