@@ -32,7 +32,7 @@ _PROTO_HEADER = b"\x12\x40"
 _NO_AD = [b""]  # Tink's encryptDeterministically(pt, ad=b"") passes one empty associated-data item.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Keyset:
     """A one-key Tink keyset: the key's id (the ciphertext prefix) and its 64 secret bytes."""
 

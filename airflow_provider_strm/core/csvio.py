@@ -15,11 +15,12 @@ import codecs
 import csv
 import io
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from airflow_provider_strm.core.errors import CsvFormatError
@@ -73,10 +74,23 @@ class CsvRecordReader:
     """Reads a CSV stream as chunks of records. The header is read at construction."""
 
     def __init__(
-        self, stream: BinaryIO, *, charset: str = "UTF-8", name: str = "<stream>", chunk_rows: int = DEFAULT_CHUNK_ROWS
+        self,
+        stream: BinaryIO,
+        *,
+        charset: str = "UTF-8",
+        name: str = "<stream>",
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        reopen: Callable[[], BinaryIO] | None = None,
     ) -> None:
         self.name = name
         self.chunk_rows = chunk_rows
+        self.charset = charset
+        # Arrow's parser (C++, threaded) reads UTF-8 files it can open again from the start; anything
+        # it will not take (a malformed record, undecodable bytes) hands over to Python's csv module at
+        # the first record Arrow did not deliver, so records, numbers and bad rows are the same either way.
+        self._reopen = reopen if codecs.lookup(charset).name == "utf-8" else None
+        #: which parser delivered the records: "arrow", "python" or "arrow+python" (handed over mid-file)
+        self.parser = "python"
         text = io.TextIOWrapper(stream, encoding=_python_charset(charset), errors="surrogateescape", newline="")
         self._reader = csv.reader(text)
         try:
@@ -96,13 +110,90 @@ class CsvRecordReader:
         self.rows_read = 0
 
     def chunks(self) -> Iterator[RecordChunk]:
+        if self._reopen is None:
+            yield from self._python_chunks(self._reader)
+            return
+        self.parser = "arrow"
+        carry: list[list[str]] = []
+        try:
+            yield from self._arrow_chunks()
+            return
+        except _HandOver as handover:
+            carry = handover.records
+        self.parser = "arrow+python" if self.rows_read or carry else "python"
+        with self._reopen() as stream:
+            text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            reader = csv.reader(text)
+            next(reader)  # the header, checked at construction
+            skip = self.rows_read + len(carry)
+            while skip:  # records Arrow delivered, counted as _python_chunks counts them
+                try:
+                    record = next(reader)
+                except csv.Error:
+                    skip -= 1
+                    continue
+                if record:
+                    skip -= 1
+            yield from self._python_chunks(reader, carry)
+
+    def _arrow_chunks(self) -> Iterator[RecordChunk]:
+        assert self._reopen is not None
+        header, size = self.header, self.chunk_rows
+        with self._reopen() as stream:
+            try:
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(block_size=_ARROW_BLOCK, use_threads=False),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={name: pa.string() for name in header},
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise _HandOver([]) from None
+            if reader.schema.names != header:
+                raise _HandOver([])
+            pending: list[pa.RecordBatch] = []
+            held = 0
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    batch = None
+                # Arrow 26 can lose the "\n" after a quoted "\r" where a block ends; such a value always
+                # keeps its "\r", so a batch with a carriage return in any value goes to Python.
+                if batch is None or any(pc.any(pc.match_substring(c, "\r")).as_py() for c in batch.columns):
+                    # records parsed but not yet in a chunk start the first chunk of the Python path
+                    columns = [c.to_pylist() for c in pa.Table.from_batches(pending, reader.schema).columns]
+                    raise _HandOver([list(r) for r in zip(*columns, strict=True)])
+                pending.append(batch)
+                held += batch.num_rows
+                while held >= size:
+                    table = pa.Table.from_batches(pending)
+                    yield self._arrow_chunk(table.slice(0, size))
+                    rest = table.slice(size)
+                    pending, held = rest.to_batches(), rest.num_rows
+            if held:
+                yield self._arrow_chunk(pa.Table.from_batches(pending))
+
+    def _arrow_chunk(self, table: pa.Table) -> RecordChunk:
+        first, n = self.rows_read + 1, table.num_rows
+        self.rows_read += n
+        return RecordChunk(first, list(range(first, first + n)), [c.to_pylist() for c in table.columns], [])
+
+    def _python_chunks(self, reader: Iterator[list[str]], carry: list[list[str]] = ()) -> Iterator[RecordChunk]:  # type: ignore[assignment]
         width = len(self.header)
-        reader = self._reader
         while True:
-            good: list[list[str]] = []
-            numbers: list[int] = []
-            bad: list[BadRow] = []
             first = self.rows_read + 1
+            good: list[list[str]] = list(carry)
+            numbers: list[int] = list(range(first, first + len(carry)))
+            bad: list[BadRow] = []
+            self.rows_read += len(carry)
+            carry = []
             while len(good) + len(bad) < self.chunk_rows:
                 try:
                     record = next(reader)
@@ -132,6 +223,17 @@ class CsvRecordReader:
                 chunk = chunk.without({numbers[i] for i in undecodable})
                 chunk = RecordChunk(first, chunk.rows, chunk.columns, bad)
             yield chunk
+
+
+class _HandOver(Exception):
+    """Arrow will not take the rest of the file: Python's csv module goes on from the next record."""
+
+    def __init__(self, records: list[list[str]]) -> None:
+        super().__init__("hand over to Python's csv module")
+        self.records = records  # parsed by Arrow, not yet delivered in a chunk
+
+
+_ARROW_BLOCK = 256 << 10  # bytes Arrow parses at a time (more costs memory); a longer record goes to Python
 
 
 def _undecodable_rows(columns: list[list[str]]) -> list[int]:

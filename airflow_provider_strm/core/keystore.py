@@ -135,7 +135,7 @@ job_states_table = sa.Table(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredKey:
     """A data key as the engine sees it. ``keyset`` is secret: never log or return it."""
 

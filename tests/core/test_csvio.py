@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_strm.core import csvio
 from airflow_provider_strm.core.csvio import CsvRecordReader, CsvRecordWriter
 from airflow_provider_strm.core.errors import CsvFormatError
 
@@ -92,3 +93,64 @@ def test_any_bytes_raise_nothing_but_named_errors(data: bytes) -> None:
         return
     for chunk in chunks:
         assert all(len(col) == len(chunk.rows) for col in chunk.columns)
+
+
+def read_both(data: bytes, chunk_rows: int) -> tuple[CsvRecordReader, list, list]:
+    """The chunks of the Arrow fast path (tiny blocks: many hand-over points) and of the Python path."""
+    block, csvio._ARROW_BLOCK = csvio._ARROW_BLOCK, 64
+    try:
+        fast = CsvRecordReader(io.BytesIO(data), chunk_rows=chunk_rows, reopen=lambda: io.BytesIO(data))
+        fast_chunks = list(fast.chunks())
+    finally:
+        csvio._ARROW_BLOCK = block
+    slow = CsvRecordReader(io.BytesIO(data), chunk_rows=chunk_rows)
+    return fast, fast_chunks, list(slow.chunks())
+
+
+def test_a_clean_file_is_read_by_arrow_and_gives_the_python_paths_chunks() -> None:
+    lines = [b'"id","note"'] + [b'%d,"line\nwith ""quotes"", commas %d"' % (i, i) for i in range(200)] + [b"", b"7,x"]
+    data = b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n"
+    fast, fast_chunks, slow_chunks = read_both(data, 37)
+    assert fast.parser == "arrow"
+    assert fast_chunks == slow_chunks and sum(len(c) for c in fast_chunks) == 201
+
+
+def test_a_carriage_return_inside_a_value_goes_to_python() -> None:
+    """Arrow 26 loses the LF of a quoted CRLF that straddles two of its blocks: such files are read by Python."""
+    lines = [b"id,note"] + [b'%d,"%s\r\nb"' % (i, b"x" * (i % 40)) for i in range(300)]
+    fast, fast_chunks, slow_chunks = read_both(b"\n".join(lines) + b"\n", 50)
+    assert fast.parser == "python"  # the very first batch has a CR in a value
+    assert fast_chunks == slow_chunks
+    assert all(v.endswith("\r\nb") for c in fast_chunks for v in c.columns[1])
+
+
+def test_a_bad_record_deep_in_the_file_hands_over_to_python_at_the_next_record() -> None:
+    lines = [b"id,email"] + [b"%d,u%d@example.com" % (i, i) for i in range(300)]
+    lines[250] = b"249,\xff@example.com"  # undecodable
+    lines[280] = b"279,a,b"  # too many columns
+    fast, fast_chunks, slow_chunks = read_both(b"\n".join(lines) + b"\n", 40)
+    assert fast.parser == "arrow+python"
+    assert fast_chunks == slow_chunks
+    assert [b.row for c in fast_chunks for b in c.bad] == [250, 280]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "", "b c", '"q"', "x\r\ny", "é", "\n", ",", " "]), min_size=1, max_size=4),
+        max_size=25,
+    ),
+    st.integers(1, 7),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.booleans(),
+)
+def test_the_arrow_path_and_the_python_path_read_any_file_alike(rows, chunk_rows, eol, raw) -> None:
+    """Whatever the records (quoted or raw, wrong widths, blank lines): same chunks, numbers and bad rows."""
+
+    def field(value: str) -> bytes:
+        encoded = value.encode()
+        return encoded if raw else b'"' + encoded.replace(b'"', b'""') + b'"'
+
+    data = b"h1,h2,h3" + eol + b"".join(b",".join(field(v) for v in row) + eol for row in rows)
+    _, fast_chunks, slow_chunks = read_both(data, chunk_rows)
+    assert fast_chunks == slow_chunks
