@@ -29,7 +29,9 @@ HASH_TYPES = {
     "HASH_TYPE_UNSPECIFIED": "MURMUR3",
     "HMAC_SHA256": "HMAC_SHA256",
 }
-DATA_FORMATS = ("csv",)
+DATA_FORMATS = ("csv", "json_lines", "parquet")
+#: the extension of an output named without ``file_name``, per data type
+EXTENSIONS = {"csv": "csv", "json_lines": "jsonl", "parquet": "parquet"}
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -51,13 +53,18 @@ class ContractRef:
 
 @dataclass(frozen=True)
 class DataLocation:
-    """A STRM *DataConnectorAndType*: an Airflow connection id, a path and a format."""
+    """A STRM *DataConnectorAndType*: an Airflow connection id, a path and a format.
+
+    ``data_format`` is ``csv``, ``json_lines`` or ``parquet``; ``compression`` is ``gzip`` or None
+    (a path ending in ``.gz`` is gzipped either way: see :meth:`gzipped`).
+    """
 
     connection_id: str | None
     path_prefix: str = ""
     file_name: str | None = None
     data_format: str = "csv"
     charset: str = "UTF-8"
+    compression: str | None = None
 
     @property
     def path(self) -> str:
@@ -70,11 +77,19 @@ class DataLocation:
         """This target's path for a job on ``source_path``.
 
         A ``file_name`` is used as given (``{stem}`` is replaced by the source's
-        stem); without one, the name is ``<stem>-<suffix>.csv`` under the prefix.
+        stem); without one, the name is ``<stem>-<suffix>.<csv|jsonl|parquet>``
+        under the prefix, with ``.gz`` added when ``compression`` is ``gzip``.
         """
         stem = PurePosixPath(source_path).name.split(".")[0]
-        name = self.file_name.replace("{stem}", stem) if self.file_name else f"{stem}-{suffix}.{self.data_format}"
+        if self.file_name:
+            name = self.file_name.replace("{stem}", stem)
+        else:
+            name = f"{stem}-{suffix}.{EXTENSIONS[self.data_format]}" + (".gz" if self.compression == "gzip" else "")
         return f"{self.path_prefix}/{name}" if self.path_prefix else name
+
+    def gzipped(self, path: str) -> bool:
+        """Whether the file at ``path`` of this location is gzipped (``compression: gzip`` or a ``.gz`` name)."""
+        return self.compression == "gzip" or path.lower().endswith(".gz")
 
 
 @dataclass(frozen=True)
@@ -315,7 +330,10 @@ class DocReader:
             raise self.error(unknown[0], "is not a known setting")
 
 
-def _location(reader: DocReader | None, path: str, source: str | None, required: bool) -> DataLocation | None:
+def _location(
+    reader: DocReader | None, path: str, source: str | None, required: bool, plain_csv: bool = False
+) -> DataLocation | None:
+    """A location; ``plain_csv``: keys files and dead letters, which stay uncompressed CSV in STRM's layout."""
     if reader is None:
         if required:
             raise ConfigError(path, "is required", source=source)
@@ -329,7 +347,7 @@ def _location(reader: DocReader | None, path: str, source: str | None, required:
     if prefix.endswith("/"):
         raise reader.error("path_prefix", f"must not end with '/' (got {prefix!r})")
     file_name = reader.string("file_name")
-    data_format, charset = "csv", "UTF-8"
+    data_format, charset, compression = "csv", "UTF-8", None
     data_type = reader.sub("data_type")
     if data_type is not None:
         formats = [k for k in data_type.doc if data_type.doc[k] is not None]
@@ -339,25 +357,38 @@ def _location(reader: DocReader | None, path: str, source: str | None, required:
             data_format = formats[0]
             if data_format not in DATA_FORMATS:
                 raise data_type.error(data_format, f"unsupported data type; supported: {', '.join(DATA_FORMATS)}")
+            if plain_csv and data_format != "csv":
+                raise data_type.error(data_format, "keys files and dead letters are CSV in STRM's layout")
             options = data_type.sub(data_format)
             assert options is not None
-            charset = options.string("charset") or "UTF-8"
-            try:
-                "".encode(charset)
-            except LookupError:
-                raise options.error("charset", f"unknown charset {charset!r}") from None
+            if data_format != "parquet":  # Parquet is binary and compresses its own columns
+                charset = options.string("charset") or "UTF-8"
+                try:
+                    "".encode(charset)
+                except LookupError:
+                    raise options.error("charset", f"unknown charset {charset!r}") from None
+                compression = options.string("compression")
+                if compression is not None and compression.lower() != "gzip":
+                    raise options.error("compression", f"must be 'gzip', got {compression!r}")
+                compression = compression and "gzip"
+                if plain_csv and compression:
+                    raise options.error("compression", "keys files and dead letters are not compressed")
             options.done()
         data_type.done()
+    if plain_csv and file_name and file_name.lower().endswith(".gz"):
+        raise reader.error("file_name", f"keys files and dead letters are not compressed: {file_name!r} ends in .gz")
     reader.done()
-    return DataLocation(conn_id, prefix, file_name, data_format, charset)
+    return DataLocation(conn_id, prefix, file_name, data_format, charset, compression)
 
 
-def _target(reader: DocReader | None, path: str, source: str | None, required: bool) -> DataLocation | None:
+def _target(
+    reader: DocReader | None, path: str, source: str | None, required: bool, plain_csv: bool = False
+) -> DataLocation | None:
     if reader is None:
         if required:
             raise ConfigError(path, "is required", source=source)
         return None
-    loc = _location(reader.sub("target", required=True), f"{path}.target", source, True)
+    loc = _location(reader.sub("target", required=True), f"{path}.target", source, True, plain_csv)
     reader.done()
     return loc
 
@@ -435,7 +466,7 @@ def _parse(doc: dict[str, Any], source: str | None) -> BatchJobConfig:
 
     encrypted = _target(top.sub("encrypted_data", required=True), "encrypted_data", source, True)
     assert encrypted is not None
-    keys = _target(top.sub("encryption_keys_data"), "encryption_keys_data", source, False)
+    keys = _target(top.sub("encryption_keys_data"), "encryption_keys_data", source, False, plain_csv=True)
 
     derived: list[DerivedDataConfig] = []
     for i, item in enumerate(top.get("derived_data", [])):
@@ -477,7 +508,7 @@ def _parse(doc: dict[str, Any], source: str | None) -> BatchJobConfig:
     dead_letter = None
     dl = top.sub("dead_letter")
     if dl is not None:
-        dl_target = _location(dl.sub("target", required=True), "dead_letter.target", source, True)
+        dl_target = _location(dl.sub("target", required=True), "dead_letter.target", source, True, plain_csv=True)
         max_records = dl.get("max_bad_records")
         if max_records is not None and (not isinstance(max_records, int) or max_records < 0):
             raise dl.error("max_bad_records", f"must be a non-negative integer, got {json.dumps(max_records)}")

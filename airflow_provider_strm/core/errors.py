@@ -54,7 +54,11 @@ class ValidationFailed(StrmError):
     """A validation rule with ``on_failure: abort`` failed; nothing was committed."""
 
 
-class CsvFormatError(StrmError):
+class DataFormatError(StrmError):
+    """A data file cannot be read in its format (no header, not JSON Lines, not Parquet, broken gzip)."""
+
+
+class CsvFormatError(DataFormatError):
     """A CSV file cannot be read (bad header, bad charset, unparseable layout)."""
 
 

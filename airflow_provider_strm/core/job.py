@@ -19,20 +19,16 @@ from typing import BinaryIO
 from airflow_provider_strm.core.checkpoint import PartedOutput, RecordDigest, job_key
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.csvio import (
-    DEFAULT_CHUNK_ROWS,
-    BadRow,
-    CsvRecordReader,
-    CsvRecordWriter,
-    RecordChunk,
-)
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, RecordChunk
 from airflow_provider_strm.core.errors import (
+    ConfigError,
     CsvFormatError,
     JobStartError,
     RecordError,
     StrmError,
     TooManyBadRecords,
 )
+from airflow_provider_strm.core.formats import RecordReader, RecordWriter, gunzipped, record_reader, record_writer
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
@@ -218,7 +214,7 @@ class BatchJob:
 
     def _process_all(
         self,
-        reader: CsvRecordReader,
+        reader: RecordReader,
         pending: list[PendingObject],
         result: JobResult,
         started: float,
@@ -286,12 +282,12 @@ class BatchJob:
         self.key_store.save_checkpoint(self.job_key, part, rows_done, digest.hexdigest(), state)  # type: ignore[union-attr]
         self._state("RUNNING", f"Checkpoint: {rows_done} records committed in part {part}.", result)
 
-    def _open(self, pending: list[PendingObject]) -> tuple[BinaryIO, CsvRecordReader]:
+    def _open(self, pending: list[PendingObject]) -> tuple[BinaryIO, RecordReader]:
         """Open input and outputs, check the key store: every failure here is ERROR_STARTING."""
         try:
             if self.key_store is not None:
                 self.key_store.check()
-            stream = self.storages(self.input_location.connection_id).open_read(self.input_path)
+            stream = self._open_input()
         except FileNotFoundError:
             raise JobStartError(f"input file {self.input_name} does not exist") from None
         except StrmError:
@@ -299,8 +295,13 @@ class BatchJob:
         except Exception as exc:  # connector libraries raise their own types; all mean "could not start"
             raise JobStartError(f"cannot open {self.input_name}: {type(exc).__name__}: {exc}") from exc
         try:
-            reader = CsvRecordReader(
-                stream, charset=self.input_location.charset, name=self.input_name, chunk_rows=self.chunk_rows
+            reader = record_reader(
+                stream,
+                data_format=self.input_location.data_format,
+                charset=self.input_location.charset,
+                name=self.input_name,
+                chunk_rows=self.chunk_rows,
+                reopen=self._open_input,
             )
             self.check_header(reader.header)
             self.open_outputs(reader.header, pending)
@@ -310,9 +311,14 @@ class BatchJob:
             raise
         return stream, reader
 
+    def _open_input(self) -> BinaryIO:
+        """The input from its start, gunzipped if it is gzipped (the CSV reader's fast path opens it twice)."""
+        stream = self.storages(self.input_location.connection_id).open_read(self.input_path)
+        return gunzipped(stream, self.input_name) if self.input_location.gzipped(self.input_path) else stream
+
     def open_dead_letters(self, pending: list[PendingObject]) -> None:
         dead = self.config.dead_letter
-        self.dead_letters: CsvRecordWriter | None = None
+        self.dead_letters: RecordWriter | None = None
         if dead is not None:
             path = dead.target.output_path(self.input_path, f"{self.kind}-dead-letters")
             self.dead_letters = self.open_output(dead.target, path, list(DEAD_LETTER_HEADER), pending)
@@ -357,7 +363,14 @@ class BatchJob:
 
     def open_output(
         self, loc: DataLocation, path: str, header: list[str], pending: list[PendingObject]
-    ) -> CsvRecordWriter:
+    ) -> RecordWriter:
+        """A writer of ``path`` in ``loc``'s format (keys files and dead letters: always plain CSV, see config)."""
+        if self.checkpoint_rows and loc.data_format == "parquet":
+            raise ConfigError(
+                "checkpoint_rows",
+                f"{describe(loc, path)} is Parquet, which cannot be committed in parts: "
+                "run without checkpoints or write csv or json_lines",
+            )
         try:
             storage = self.storages(loc.connection_id)
             if self.checkpoint_rows:
@@ -369,7 +382,16 @@ class BatchJob:
         except Exception as exc:
             raise JobStartError(f"cannot write {describe(loc, path)}: {type(exc).__name__}: {exc}") from exc
         pending.append(sink)
-        return CsvRecordWriter(sink, header, charset=loc.charset, write_header=self._first_part == 0)
+        writer = record_writer(
+            sink,
+            header,
+            data_format=loc.data_format,
+            charset=loc.charset,
+            gzipped=loc.gzipped(path),
+            write_header=self._first_part == 0,
+        )
+        pending[-1] = writer.sink  # type: ignore[assignment]  # what commits the output: a gzip or Parquet wrapper
+        return writer
 
     def _record_start(self) -> None:
         if self.key_store is None:
