@@ -26,6 +26,7 @@ from airflow_provider_strm.core.errors import ConfigError, DecryptionError
 from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, group_of, require_columns
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
+from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache
 from airflow_provider_strm.core.storage import PendingObject
 
 #: Finds the keysets of key links (absent links are simply missing from the result).
@@ -105,6 +106,8 @@ class DeriveJob(BatchJob):
         self.naming_path = source or _strip_suffix(enc_path, "-encrypted")
         self.secrets = secrets
         self.targets: list[_Target] = []
+        # keys read once per job, not once per chunk; bounded so memory stays flat
+        self._key_cache: LruCache[str, Keyset] = LruCache(KEY_CACHE_SIZE)
 
     # ------------------------------------------------------------------ BatchJob hooks
 
@@ -160,7 +163,9 @@ class DeriveJob(BatchJob):
                 bad.append(BadRow(row, "unreadable strmMeta.consentLevels", chunk.record_text(i), _CONSENT))
             else:
                 self._levels[row] = levels
-        ciphers = {link: ks.cipher() for link, ks in self.lookup(set(links)).items()}
+        keysets = self._keysets(set(links))
+        # one cipher per key of this chunk only (an AES-SIV object holds ~4 KB of OpenSSL state)
+        ciphers = {link: ks.cipher() for link, ks in keysets.items()}
         self._gone = self._removed({link for link in links if link not in ciphers})
         self._plain: dict[tuple[int, int], str] = {}
         for i, row in enumerate(chunk.rows):
@@ -181,6 +186,23 @@ class DeriveJob(BatchJob):
                     bad.append(BadRow(row, f"cannot decrypt: {exc}", chunk.record_text(i), self._header[col]))
                     break
         return bad
+
+    def _keysets(self, links: set[str]) -> dict[str, Keyset]:
+        """The keys of these links: from the job's cache, else in one lookup (absent: unknown or removed)."""
+        cache = self._key_cache
+        out: dict[str, Keyset] = {}
+        missing: list[str] = []
+        for link in links:
+            keyset = cache.get(link)
+            if keyset is None:
+                missing.append(link)
+            else:
+                out[link] = keyset
+        if missing:
+            for link, keyset in self.lookup(missing).items():
+                cache.put(link, keyset)
+                out[link] = keyset
+        return out
 
     def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
         columns, rows = chunk.columns, chunk.rows

@@ -36,7 +36,7 @@ from airflow_provider_strm.core.job import (
 )
 from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
-from airflow_provider_strm.core.seen import LruCache, SeenSet
+from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
 from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
 from airflow_provider_strm.core.validation import FileChecks
@@ -52,9 +52,6 @@ META_COLUMNS = (
     "strmMeta.consentLevels",
 )
 
-#: Keys a job keeps between chunks (not their ciphers: an AES-SIV object holds ~4 KB of OpenSSL state,
-#: so ciphers live for one chunk only); bounded so memory stays flat for any file.
-KEY_CACHE_SIZE = 200_000
 #: (data subject, key link) pairs a job remembers having recorded, so each is written once per job.
 SUBJECT_CACHE_SIZE = 500_000
 

@@ -20,6 +20,10 @@ V = TypeVar("V")
 
 _SQL_BATCH = 500  # variables per statement: below SQLite's limit
 
+#: Keys a job keeps between chunks (not their ciphers: an AES-SIV object holds ~4 KB of OpenSSL state,
+#: so ciphers live for one chunk only); bounded so memory stays flat for any file.
+KEY_CACHE_SIZE = 200_000
+
 
 class SeenSet:
     """Strings seen so far; in memory up to ``memory_limit`` entries, on a temporary disk file after that."""

@@ -75,6 +75,15 @@ def test_two_celery_workers_share_the_work_and_the_key_store(tmp_path, pg_url_mo
                 )
             )
         cluster.wait_for_dag("strm_example_encrypt")
+        # both workers must be consuming before the runs start, or the first one up may take every task
+        ready_by = time.monotonic() + 120
+        while time.monotonic() < ready_by:
+            logs = [(tmp_path / f"{name}.log").read_text() for name in ("worker-a", "worker-b")]
+            if all(" ready." in text for text in logs):
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("the Celery workers did not start: " + " | ".join(t[-500:] for t in logs))
         backfill = cluster.cli(
             "backfill", "create", "--dag-id", "strm_example_encrypt", "--from-date", DAYS[0], "--to-date", DAYS[-1]
         )
