@@ -46,13 +46,12 @@ def _parser() -> argparse.ArgumentParser:
             metavar="PATH=JSON",
             help="override any config field, e.g. --set encrypted_data.target.path_prefix=out",
         )
-        if name != "derive":
-            cmd.add_argument(
-                "--workers",
-                type=int,
-                default=1,
-                help="processes encrypting in parallel (default 1; 0 = one per core); output is the same",
-            )
+        cmd.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="processes working on chunks in parallel (default 1; 0 = one per core); outputs are the same",
+        )
         if name == "derive":
             cmd.add_argument("--encrypted-path", help="the encrypted file (default: from the config)")
             cmd.add_argument("--keys-file", help="read keys from this local STRM keys file instead of a key store")
@@ -139,11 +138,11 @@ def _run_jobs(args: argparse.Namespace) -> object:
     config = load_batch_job_config(args.config, _overrides(args))
     contract = load_data_contract(args.contract)
     results = []
+    workers = args.workers or os.cpu_count() or 1
     keys_file = getattr(args, "keys_file", None)
     store = None if keys_file and args.command == "derive" else _key_store(args)
     if args.command in ("encrypt", "run"):
         assert store is not None
-        workers = args.workers or os.cpu_count() or 1
         job = EncryptJob(config, contract, store, storage_for, source_path=args.source_path, workers=workers)
         results.append(job.run().to_dict())
     if args.command in ("derive", "run"):
@@ -152,6 +151,7 @@ def _run_jobs(args: argparse.Namespace) -> object:
         derive = DeriveJob(
             config, contract, keys, storage_for,
             source_path=args.source_path, encrypted_path=getattr(args, "encrypted_path", None), secrets=_secret,
+            workers=workers,
         )  # fmt: skip
         results.append(derive.run().to_dict())
     return results[0] if len(results) == 1 else results

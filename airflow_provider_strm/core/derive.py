@@ -13,6 +13,7 @@ never an empty or garbage value.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -23,7 +24,15 @@ from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import ConfigError, DecryptionError
-from airflow_provider_strm.core.job import BatchJob, JobResult, StorageResolver, group_of, require_columns
+from airflow_provider_strm.core.job import (
+    BatchJob,
+    JobResult,
+    StorageResolver,
+    WorkerSpec,
+    group_of,
+    no_storage,
+    require_columns,
+)
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache
@@ -72,6 +81,9 @@ class DeriveJob(BatchJob):
     :param keys: where keys come from: a :class:`KeyStore`, or a lookup such as :func:`keys_file_lookup`.
     :param encrypted_path: the encrypted file (default: what EncryptJob writes for ``source_path``).
     :param secrets: resolves ``masked_fields.secret_connection_id`` for ``HMAC_SHA256`` masking.
+    :param workers: processes that decrypt chunks in parallel (1 = all in this process); reading and
+        writing stay here, in file order, so outputs are byte-identical. Needs a key store (not a keys
+        file), CSV targets and no ``checkpoint_rows``; otherwise the job runs in one process and logs why.
     """
 
     kind = "derive"
@@ -90,6 +102,7 @@ class DeriveJob(BatchJob):
         checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
+        workers: int = 1,
     ) -> None:
         if not config.derived_data:
             raise ConfigError("derived_data", "a derive job needs at least one derived_data target")
@@ -100,9 +113,10 @@ class DeriveJob(BatchJob):
             config, contract, store, storages,
             input_location=config.encrypted_data, input_path=enc_path,
             group_id=group_of(config, source or enc_path), chunk_rows=chunk_rows, checkpoint_rows=checkpoint_rows,
-            context=context, job_id=job_id,
+            context=context, job_id=job_id, workers=workers,
         )  # fmt: skip
         self.lookup: KeyLookup = key_store_lookup(keys) if isinstance(keys, KeyStore) else keys
+        self.source_path = source
         self.naming_path = source or _strip_suffix(enc_path, "-encrypted")
         self.secrets = secrets
         self.targets: list[_Target] = []
@@ -227,6 +241,61 @@ class DeriveJob(BatchJob):
             target.writer.write_columns(out)
             target.rows_out += len(keep)
 
+    # ------------------------------------------------------------------ worker processes
+
+    def parallel_reason(self) -> str | None:
+        reason = super().parallel_reason()
+        if reason is None and self.key_store is None:
+            reason = "worker processes read keys from a key store, not from a keys file"
+        formats = {t.config.target.data_format for t in self.targets} - {"csv"}
+        if reason is None and formats:
+            reason = f"worker processes write CSV only, not {', '.join(sorted(formats))}"
+        return reason
+
+    def worker_spec(self) -> _DeriveWorkerSpec:
+        assert self.key_store is not None
+        secrets = {}
+        for target in self.config.derived_data:
+            masked = target.masked_fields
+            if masked and masked.hash_type == "HMAC_SHA256" and masked.secret_connection_id and self.secrets:
+                secrets[masked.secret_connection_id] = self.secrets(masked.secret_connection_id)
+        return _DeriveWorkerSpec(
+            self.config, self.contract, self.key_store.worker_spec(), self.source_path, self.input_path,
+            self._header, secrets, self.job_id, self._key_cache.size,
+        )  # fmt: skip
+
+    def work_on_chunk(self, chunk: RecordChunk) -> _DerivedChunk:
+        bad = chunk.bad + self.validate_chunk(chunk)
+        if bad:
+            chunk = chunk.without({b.row for b in bad})
+        counts = JobResult(self.job_id, "RUNNING", self.kind, self.group_id, self.input_name)
+        before = [(t.rows_out, t.excluded) for t in self.targets]
+        if len(chunk):
+            self.process_chunk(chunk, counts)
+        outputs = []
+        for target, (rows_out, excluded) in zip(self.targets, before, strict=True):
+            assert target.writer is not None
+            sink = target.writer.sink
+            assert isinstance(sink, io.BytesIO)
+            outputs.append((sink.getvalue(), target.rows_out - rows_out, target.excluded - excluded))
+            sink.seek(0)
+            sink.truncate()
+        return _DerivedChunk(bad, outputs, counts.excluded_by_reason)
+
+    def absorb(self, done: object, result: JobResult) -> None:
+        """A worker's chunk, in file order: dead letters, then each output's records and counts."""
+        assert isinstance(done, _DerivedChunk)
+        if done.bad:
+            self.reject(done.bad, result)
+        for target, (data, rows_out, excluded) in zip(self.targets, done.outputs, strict=True):
+            assert target.writer is not None
+            if data:
+                target.writer.write_encoded(data, rows_out)
+            target.rows_out += rows_out
+            target.excluded += excluded
+        for reason, count in done.excluded_by_reason.items():
+            result.excluded_by_reason[reason] = result.excluded_by_reason.get(reason, 0) + count
+
     def checkpoint_state(self) -> dict[str, object]:
         return {"targets": [[t.rows_out, t.excluded] for t in self.targets]}
 
@@ -260,6 +329,43 @@ class DeriveJob(BatchJob):
         if not plain:
             return values  # a PII field outside the consent stays ciphertext, masked or not
         return [masker(v) if v != "" else v for v in values]
+
+
+@dataclass(frozen=True)
+class _DeriveWorkerSpec(WorkerSpec):
+    """What a worker process needs to derive chunks like its parent job (key store already open, secrets read)."""
+
+    config: BatchJobConfig
+    contract: DataContract
+    store: dict[str, object]
+    source_path: str | None
+    encrypted_path: str
+    header: list[str]
+    secrets: dict[str, bytes]
+    job_id: str
+    key_cache_size: int
+
+    def build(self) -> DeriveJob:
+        job = DeriveJob(
+            self.config, self.contract, KeyStore.from_worker_spec(self.store), no_storage,
+            source_path=self.source_path, encrypted_path=self.encrypted_path, secrets=self.secrets.__getitem__,
+            job_id=self.job_id,
+        )  # fmt: skip
+        job._key_cache = LruCache(self.key_cache_size)
+        job.check_header(self.header)
+        for target in job.targets:
+            charset = target.config.target.charset
+            target.writer = CsvRecordWriter(io.BytesIO(), self.header, charset=charset, write_header=False)
+        return job
+
+
+@dataclass(frozen=True)
+class _DerivedChunk:
+    """A chunk derived by a worker: dead letters, and per output its CSV lines, rows and exclusions."""
+
+    bad: list[BadRow]
+    outputs: list[tuple[bytes, int, int]]
+    excluded_by_reason: dict[str, int]
 
 
 def _strip_suffix(path: str, suffix: str) -> str:

@@ -11,12 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import multiprocessing
 import pickle
-import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from airflow_provider_strm.core.checkpoint import PartedOutput
@@ -27,11 +23,12 @@ from airflow_provider_strm.core.crypto import encrypt_columns
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.job import (
-    PROGRESS_EVERY_S,
     BatchJob,
     JobResult,
     StorageResolver,
+    WorkerSpec,
     group_of,
+    no_storage,
     require_columns,
 )
 from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
@@ -97,7 +94,7 @@ class EncryptJob(BatchJob):
         super().__init__(
             config, contract, key_store, storages,
             input_location=config.source_data, input_path=path, group_id=group_of(config, path),
-            chunk_rows=chunk_rows, checkpoint_rows=checkpoint_rows, context=context, job_id=job_id,
+            chunk_rows=chunk_rows, checkpoint_rows=checkpoint_rows, context=context, job_id=job_id, workers=workers,
         )  # fmt: skip
         self.key_store: KeyStore = key_store
         self.source_path = path
@@ -110,10 +107,6 @@ class EncryptJob(BatchJob):
         self._key_cache: LruCache[tuple[str, int], StoredKey] = LruCache(key_cache_size)
         self._subjects_linked: set[tuple[str, str]] = set()
         self._stamps: tuple[int, list[int]] | None = None
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
 
     def encrypted_path(self) -> str:
         return self.config.encrypted_data.output_path(self.source_path, "encrypted")
@@ -200,60 +193,48 @@ class EncryptJob(BatchJob):
         self._keys_seen.update(row[0] for row in rows if row and row[0] != "keyLink")
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        super().close()
         self._keys_seen.close()
 
     # ------------------------------------------------------------------ worker processes
 
-    def _parallel_reason(self) -> str | None:
-        """Why this job runs in one process although ``workers > 1`` (None: it can use them)."""
-        if self.checkpoint_rows:
-            return "checkpoints need records committed in order by one process"
-        if self.config.encrypted_data.data_format != "csv":
-            return f"worker processes write CSV only, not {self.config.encrypted_data.data_format}"
-        if self.consent_function is not None:
+    def parallel_reason(self) -> str | None:
+        reason = super().parallel_reason()
+        if reason is None and self.config.encrypted_data.data_format != "csv":
+            reason = f"worker processes write CSV only, not {self.config.encrypted_data.data_format}"
+        if reason is None and self.consent_function is not None:
             try:
                 pickle.dumps(self.consent_function)
             except Exception:
-                return "the consent function cannot be sent to another process (define it at module level)"
-        return None
+                reason = "the consent function cannot be sent to another process (define it at module level)"
+        return reason
 
-    def _process_all(self, reader, pending, result, started, resume) -> None:  # type: ignore[no-untyped-def]
-        """With workers: chunks are read here, processed in worker processes, and written here in file order."""
-        if self.workers == 1:
-            return super()._process_all(reader, pending, result, started, resume)
-        reason = self._parallel_reason()
-        if reason is not None:
-            log.warning("%s: running in one process instead of %d: %s", self.input_name, self.workers, reason)
-            return super()._process_all(reader, pending, result, started, resume)
-        spec = _WorkerSpec(
+    def worker_spec(self) -> _EncryptWorkerSpec:
+        assert self.key_store is not None
+        return _EncryptWorkerSpec(
             self.config, self.contract, self.key_store.worker_spec(), self.source_path, self._header,
             self.consent_function, self.job_id, self._key_cache.size,
         )  # fmt: skip
-        # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
-        self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(spec,)
-        )
-        in_flight: deque[Future[_ChunkDone]] = deque()
-        last_progress = time.monotonic()
-        for chunk in reader.chunks():
-            result.rows_in += len(chunk) + len(chunk.bad)
-            in_flight.append(self._pool.submit(_work_on_chunk, chunk))
-            while len(in_flight) > 2 * self.workers:  # bounded: memory stays flat
-                self._absorb(in_flight.popleft().result(), result)
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                last_progress = time.monotonic()
-                self._state(
-                    "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
-                )
-        while in_flight:
-            self._absorb(in_flight.popleft().result(), result)
-        return None
 
-    def _absorb(self, done: _ChunkDone, result: JobResult) -> None:
+    def work_on_chunk(self, chunk: RecordChunk) -> _EncryptedChunk:
+        bad = chunk.bad + self.validate_chunk(chunk)
+        if bad:
+            chunk = chunk.without({b.row for b in bad})
+        counts = JobResult(self.job_id, "RUNNING", self.kind, self.group_id, self.input_name)
+        self.checks = FileChecks(self.config.validations, self._header, self.parser)
+        data, keys_rows = b"", []
+        if len(chunk):
+            out, links, keys = self.encrypt_chunk(chunk, counts)
+            data = self._writer.encode_columns(out)
+            by_link = {stored.key_link: stored for stored in keys.values()}
+            keys_rows = key_rows([by_link[link] for link in self._keys_seen.first_seen(links)])
+        return _EncryptedChunk(
+            bad, data, counts.rows_out, keys_rows, counts.keys_created, counts.keys_reused, self.checks
+        )
+
+    def absorb(self, done: object, result: JobResult) -> None:
         """A worker's chunk, in file order: dead letters, encrypted records, new keys, counters."""
+        assert isinstance(done, _EncryptedChunk)
         if done.bad:
             self.reject(done.bad, result)
         self._writer.write_encoded(done.data, done.rows_out)
@@ -372,8 +353,8 @@ class EncryptJob(BatchJob):
 
 
 @dataclass(frozen=True)
-class _WorkerSpec:
-    """What a worker process needs to process chunks like its parent job (the key store as already opened)."""
+class _EncryptWorkerSpec(WorkerSpec):
+    """What a worker process needs to encrypt chunks like its parent job (the key store as already opened)."""
 
     config: BatchJobConfig
     contract: DataContract
@@ -384,9 +365,22 @@ class _WorkerSpec:
     job_id: str
     key_cache_size: int
 
+    def build(self) -> EncryptJob:
+        store = KeyStore.from_worker_spec(self.store)
+        job = EncryptJob(
+            self.config, self.contract, store, no_storage, source_path=self.source_path,
+            consent_function=self.consent_function, job_id=self.job_id, key_cache_size=self.key_cache_size,
+        )  # fmt: skip
+        job.check_header(self.header)
+        header = [*self.header, *META_COLUMNS]
+        job._writer = CsvRecordWriter(
+            io.BytesIO(), header, charset=self.config.encrypted_data.charset, write_header=False
+        )
+        return job
+
 
 @dataclass(frozen=True)
-class _ChunkDone:
+class _EncryptedChunk:
     """A chunk processed by a worker: everything the parent writes or counts, in file order."""
 
     bad: list[BadRow]
@@ -396,41 +390,3 @@ class _ChunkDone:
     keys_created: int
     keys_reused: int
     checks: FileChecks
-
-
-_worker: EncryptJob | None = None
-
-
-def _start_worker(spec: _WorkerSpec) -> None:
-    global _worker
-    store = KeyStore.from_worker_spec(spec.store)
-    job = EncryptJob(
-        spec.config, spec.contract, store, _no_storage, source_path=spec.source_path,
-        consent_function=spec.consent_function, job_id=spec.job_id, key_cache_size=spec.key_cache_size,
-    )  # fmt: skip
-    job.check_header(spec.header)
-    job._writer = CsvRecordWriter(
-        io.BytesIO(), [*spec.header, *META_COLUMNS], charset=spec.config.encrypted_data.charset, write_header=False
-    )
-    _worker = job
-
-
-def _no_storage(_conn_id: str | None):  # type: ignore[no-untyped-def]
-    raise AssertionError("a worker process does not open storage")
-
-
-def _work_on_chunk(chunk: RecordChunk) -> _ChunkDone:
-    job = _worker
-    assert job is not None
-    bad = chunk.bad + job.validate_chunk(chunk)
-    if bad:
-        chunk = chunk.without({b.row for b in bad})
-    counts = JobResult(job.job_id, "RUNNING", job.kind, job.group_id, job.input_name)
-    job.checks = FileChecks(job.config.validations, job._header, job.parser)
-    data, keys_rows = b"", []
-    if len(chunk):
-        out, links, keys = job.encrypt_chunk(chunk, counts)
-        data = job._writer.encode_columns(out)
-        by_link = {stored.key_link: stored for stored in keys.values()}
-        keys_rows = key_rows([by_link[link] for link in job._keys_seen.first_seen(links)])
-    return _ChunkDone(bad, data, counts.rows_out, keys_rows, counts.keys_created, counts.keys_reused, job.checks)

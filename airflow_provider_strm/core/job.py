@@ -10,9 +10,12 @@ only after the last record; on any failure they are discarded.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
@@ -112,6 +115,7 @@ class BatchJob:
         checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
+        workers: int = 1,
     ) -> None:
         if not input_path:
             raise StrmError(f"{self.kind} job has no input file: set it in the config or pass its path")
@@ -128,6 +132,10 @@ class BatchJob:
         self.context = context or {}
         self.job_id = job_id or str(uuid.uuid4())
         self.input_name = describe(input_location, input_path)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
         #: output name → (location, path) of what the job committed
         self.locations: dict[str, tuple[DataLocation, str]] = {}
 
@@ -163,6 +171,53 @@ class BatchJob:
 
     def close(self) -> None:
         """Release what the job holds (worker processes, temporary files), whatever the outcome."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    # ------------------------------------------------------------------ worker processes (workers > 1)
+
+    def parallel_reason(self) -> str | None:
+        """Why this job runs in one process although ``workers > 1`` (None: it can use them)."""
+        if self.checkpoint_rows:
+            return "checkpoints need records committed in order by one process"
+        return None
+
+    def worker_spec(self) -> WorkerSpec:
+        """What a worker process needs to build a copy of this job (picklable; see :class:`WorkerSpec`)."""
+        raise NotImplementedError
+
+    def work_on_chunk(self, chunk: RecordChunk) -> object:
+        """Worker side: validate and process a chunk, return what :meth:`absorb` needs (picklable)."""
+        raise NotImplementedError
+
+    def absorb(self, done: object, result: JobResult) -> None:
+        """Parent side, in file order: write and count what :meth:`work_on_chunk` returned."""
+        raise NotImplementedError
+
+    def _process_parallel(self, reader: RecordReader, result: JobResult, started: float) -> None:
+        """Chunks are read here, processed by worker processes, and written here in file order."""
+        # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self.worker_spec(),),
+        )
+        in_flight: deque[Future[object]] = deque()
+        last_progress = time.monotonic()
+        for chunk in reader.chunks():
+            result.rows_in += len(chunk) + len(chunk.bad)
+            in_flight.append(self._pool.submit(_work_on_chunk, chunk))
+            while len(in_flight) > 2 * self.workers:  # bounded: memory stays flat
+                self.absorb(in_flight.popleft().result(), result)
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                self._state(
+                    "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
+                )
+        while in_flight:
+            self.absorb(in_flight.popleft().result(), result)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,6 +275,11 @@ class BatchJob:
         started: float,
         resume: dict[str, object] | None,
     ) -> None:
+        if self.workers > 1:
+            reason = self.parallel_reason()
+            if reason is None:
+                return self._process_parallel(reader, result, started)
+            log.warning("%s: running in one process instead of %d: %s", self.input_name, self.workers, reason)
         digest = RecordDigest()
         skip = 0
         if resume is not None:
@@ -428,3 +488,28 @@ def require_columns(header: list[str], name: str, needed: dict[str, str | None])
     for what, column in needed.items():
         if column is not None and column not in header:
             raise CsvFormatError(f"{name} has no column {column!r} ({what}); its columns are {header}")
+
+
+class WorkerSpec:
+    """Builds, inside a worker process, the copy of a job that processes its chunks there."""
+
+    def build(self) -> BatchJob:
+        raise NotImplementedError
+
+
+_worker: BatchJob | None = None
+
+
+def _start_worker(spec: WorkerSpec) -> None:
+    global _worker
+    _worker = spec.build()
+
+
+def _work_on_chunk(chunk: RecordChunk) -> object:
+    assert _worker is not None, "worker process not started"
+    return _worker.work_on_chunk(chunk)
+
+
+def no_storage(_conn_id: str | None) -> Storage:
+    """The storage resolver of a worker process's job copy: it reads and writes nothing itself."""
+    raise AssertionError("a worker process does not open storage")

@@ -45,6 +45,8 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
     :param config_overrides: dotted config paths → values; any config field. (templated)
     :param checkpoint_rows: commit the outputs in parts every this many records, so a retried task
         resumes after the last part instead of starting over (default: off; costs one extra copy at the end).
+    :param workers: processes decrypting chunks in parallel for one large file (default 1). Needs the
+        key store (not ``keys_path``) and CSV targets; outputs are byte-identical for any value.
     """
 
     template_fields: Sequence[str] = (
@@ -70,6 +72,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         config_overrides: Mapping[str, Any] | None = None,
         chunk_rows: int = 20_000,
         checkpoint_rows: int | None = None,
+        workers: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**self.with_defaults(kwargs))
@@ -82,6 +85,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         self.config_overrides = dict(config_overrides or {})
         self.chunk_rows = chunk_rows
         self.checkpoint_rows = checkpoint_rows
+        self.workers = workers
 
     def execute(self, context: Context) -> dict[str, object]:
         context["strm_file"] = file_label(self.source_path or self.encrypted_path)  # type: ignore[typeddict-unknown-key]
@@ -93,7 +97,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         job = DeriveJob(
             config, contract, keys, storage_for,
             source_path=self.source_path, encrypted_path=self.encrypted_path, secrets=connection_secret,
-            chunk_rows=self.chunk_rows,
+            chunk_rows=self.chunk_rows, workers=self.workers,
             checkpoint_rows=self.checkpoint_rows, context=task_identity(context),
         )  # fmt: skip
         self.log.info("STRM derive job %s: %s → %d outputs", job.job_id, job.input_name, len(config.derived_data))

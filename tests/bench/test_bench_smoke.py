@@ -50,6 +50,7 @@ def test_the_benchmark_command_prints_its_table_and_its_jobs_are_correct(tmp_pat
     assert any(label.startswith("EncryptJob, 1 core") for label in measured)
     assert any(label.startswith("DeriveJob, 1 core") for label in measured)
     assert any(label.startswith("EncryptJob, all cores") for label in measured)
+    assert any(label.startswith("DeriveJob, all cores") for label in measured)
     if os.environ.get("CI") == "true":  # PostgreSQL runs on our machines: the row must be measured there
         assert any(label.startswith("key store: distinct keys created in PostgreSQL") for label in measured), out
     assert "failed" not in out and "WRONG" not in out

@@ -297,3 +297,25 @@ def test_an_unknown_key_link_fails_naming_row_and_field(bucket, strm_vectors) ->
         job.run()
     assert (err.value.row, err.value.field) == (1, "CustomerID") and "no key for keyLink" in str(err.value)
     assert not (bucket / "out.csv").exists()
+
+
+def test_worker_processes_derive_byte_identical_outputs(strm_reference, bucket, store) -> None:
+    shutil.copy(strm_reference / "uci_online_retail.csv", bucket)
+    config = load_batch_job_config(strm_reference / "batch-job-config.json")
+    contract = load_data_contract(strm_reference / "online-retail-contract.json")
+    storages = lambda conn_id: LocalStorage(bucket)  # noqa: E731
+    EncryptJob(config, contract, store, storages).run()
+    # a few keys removed: their records are excluded with a reason, in the worker processes too
+    links = [row[-3] for row in parse_csv((bucket / "uci_online_retail/encrypted.csv").read_bytes())[1:50]]
+    group = DeriveJob(config, contract, store, storages).group_id
+    with store.engine.begin() as conn:
+        store._remove_keys(conn, group, sorted(set(links))[:3], "forgotten")
+    outputs, results = [], []
+    for workers, chunk_rows in ((1, 20_000), (2, 1_000), (3, 4_096)):
+        result = DeriveJob(config, contract, store, storages, workers=workers, chunk_rows=chunk_rows).run()
+        results.append((result.rows_in, result.rows_out, result.excluded, result.excluded_by_reason, result.targets))
+        outputs.append((bucket / "uci_online_retail/decrypted-0.csv").read_bytes())
+    assert results[0][3].get("forgotten", 0) > 0
+    assert results[0][0] == results[0][1] + results[0][2] == 19_998
+    assert results[1] == results[0] and results[2] == results[0]
+    assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
