@@ -32,7 +32,15 @@ import sqlalchemy as sa
 
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import JobStartError, KeyStoreError
-from airflow_provider_strm.core.kek import KekProvider, LocalKek, aead_unwrap, aead_wrap, new_kek, parse_kek
+from airflow_provider_strm.core.kek import (
+    AeadKey,
+    KekProvider,
+    LocalKek,
+    aead_unwrap,
+    aead_wrap,
+    new_kek,
+    parse_kek,
+)
 
 __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
@@ -160,6 +168,7 @@ class KeyStore:
         self.kek: KekProvider = LocalKek(kek) if isinstance(kek, (str, bytes)) else kek
         self._dek: bytes | None = None
         self._digest_secret: bytes | None = None
+        self._dek_key: AeadKey | None = None  # the DEK's cipher, made once (see _dek_cipher)
 
     # ------------------------------------------------------------------ schema
 
@@ -292,16 +301,14 @@ class KeyStore:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+                        return self._insert_keys_pg(conn, rows)
                     inserted: set[str] = set()
                     for i in range(0, len(rows), _INSERT_BATCH):
+                        part = rows[i : i + _INSERT_BATCH]
+                        index = ["group_id", "key_digest", "window_start"]
                         inserted.update(
-                            self._insert_ignore(
-                                conn,
-                                keys_table,
-                                rows[i : i + _INSERT_BATCH],
-                                ["group_id", "key_digest", "window_start"],
-                                returning=keys_table.c.key_link,
-                            )
+                            self._insert_ignore(conn, keys_table, part, index, returning=keys_table.c.key_link)
                         )
                 return inserted
             except sa.exc.OperationalError as exc:
@@ -310,6 +317,21 @@ class KeyStore:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _insert_keys_pg(conn: sa.Connection, rows: list[dict[str, object]]) -> set[str]:
+        """PostgreSQL: many rows per statement through psycopg2's execute_values (no per-row SQLAlchemy work)."""
+        from psycopg2.extras import execute_values
+
+        names = [c.name for c in keys_table.columns if c.name != "id"]
+        sql = (
+            f"INSERT INTO {keys_table.name} ({', '.join(names)}) VALUES %s "
+            "ON CONFLICT (group_id, key_digest, window_start) DO NOTHING RETURNING key_link"
+        )
+        values = [tuple(row[n] for n in names) for row in rows]
+        with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+            returned = execute_values(cursor, sql, values, page_size=_INSERT_BATCH, fetch=True)
+        return {r[0] for r in returned}
 
     def keys_by_link(self, key_links: Iterable[str]) -> dict[str, StoredKey]:
         """The keys named by ``key_links`` that exist (unknown or forgotten links are absent)."""
@@ -630,17 +652,19 @@ class KeyStore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _wrap(self, plaintext: bytes, bound_to: bytes) -> bytes:
+    def _dek_cipher(self) -> AeadKey:
         if self._dek is None:
             self.ensure_schema()
         assert self._dek is not None
-        return aead_wrap(self._dek, plaintext, bound_to)
+        if self._dek_key is None or self._dek_key.key is not self._dek:  # the DEK changes on KEK rotation
+            self._dek_key = AeadKey(self._dek)
+        return self._dek_key
+
+    def _wrap(self, plaintext: bytes, bound_to: bytes) -> bytes:
+        return self._dek_cipher().wrap(plaintext, bound_to)
 
     def _unwrap(self, blob: bytes, bound_to: bytes) -> bytes:
-        if self._dek is None:
-            self.ensure_schema()
-        assert self._dek is not None
-        return aead_unwrap(self._dek, blob, bound_to)
+        return self._dek_cipher().unwrap(blob, bound_to)
 
     def _insert_ignore(
         self,
