@@ -155,8 +155,7 @@ class CsvRecordReader:
                 raise _HandOver([]) from None
             if reader.schema.names != header:
                 raise _HandOver([])
-            pending: list[pa.RecordBatch] = []
-            held = 0
+            chunker = TableChunker(size, reader.schema)
             while True:
                 try:
                     batch = reader.read_next_batch()
@@ -168,17 +167,12 @@ class CsvRecordReader:
                 # keeps its "\r", so a batch with a carriage return in any value goes to Python.
                 if batch is None or any(pc.any(pc.match_substring(c, "\r")).as_py() for c in batch.columns):
                     # records parsed but not yet in a chunk start the first chunk of the Python path
-                    columns = [c.to_pylist() for c in pa.Table.from_batches(pending, reader.schema).columns]
+                    columns = [c.to_pylist() for c in chunker.rest().columns]
                     raise _HandOver([list(r) for r in zip(*columns, strict=True)])
-                pending.append(batch)
-                held += batch.num_rows
-                while held >= size:
-                    table = pa.Table.from_batches(pending)
-                    yield self._arrow_chunk(table.slice(0, size))
-                    rest = table.slice(size)
-                    pending, held = rest.to_batches(), rest.num_rows
-            if held:
-                yield self._arrow_chunk(pa.Table.from_batches(pending))
+                for table in chunker.push(batch):
+                    yield self._arrow_chunk(table)
+            if chunker.held:
+                yield self._arrow_chunk(chunker.rest())
 
     def _arrow_chunk(self, table: pa.Table) -> RecordChunk:
         first, n = self.rows_read + 1, table.num_rows
@@ -223,6 +217,28 @@ class CsvRecordReader:
                 chunk = chunk.without({numbers[i] for i in undecodable})
                 chunk = RecordChunk(first, chunk.rows, chunk.columns, bad)
             yield chunk
+
+
+class TableChunker:
+    """Re-cuts Arrow record batches into tables of exactly ``size`` rows (what is left: :meth:`rest`)."""
+
+    def __init__(self, size: int, schema: pa.Schema) -> None:
+        self.size = size
+        self.schema = schema
+        self.held = 0
+        self._pending: list[pa.RecordBatch] = []
+
+    def push(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
+        self._pending.append(batch)
+        self.held += batch.num_rows
+        while self.held >= self.size:
+            table = pa.Table.from_batches(self._pending, self.schema)
+            yield table.slice(0, self.size)
+            rest = table.slice(self.size)
+            self._pending, self.held = rest.to_batches(), rest.num_rows
+
+    def rest(self) -> pa.Table:
+        return pa.Table.from_batches(self._pending, self.schema)
 
 
 class _HandOver(Exception):

@@ -265,10 +265,7 @@ class DeriveJob(BatchJob):
         )  # fmt: skip
 
     def work_on_chunk(self, chunk: RecordChunk) -> _DerivedChunk:
-        bad = chunk.bad + self.validate_chunk(chunk)
-        if bad:
-            chunk = chunk.without({b.row for b in bad})
-        counts = JobResult(self.job_id, "RUNNING", self.kind, self.group_id, self.input_name)
+        chunk, bad, counts = self.split_chunk(chunk)
         before = [(t.rows_out, t.excluded) for t in self.targets]
         if len(chunk):
             self.process_chunk(chunk, counts)

@@ -217,10 +217,7 @@ class EncryptJob(BatchJob):
         )  # fmt: skip
 
     def work_on_chunk(self, chunk: RecordChunk) -> _EncryptedChunk:
-        bad = chunk.bad + self.validate_chunk(chunk)
-        if bad:
-            chunk = chunk.without({b.row for b in bad})
-        counts = JobResult(self.job_id, "RUNNING", self.kind, self.group_id, self.input_name)
+        chunk, bad, counts = self.split_chunk(chunk)
         self.checks = FileChecks(self.config.validations, self._header, self.parser)
         data, keys_rows = b"", []
         if len(chunk):

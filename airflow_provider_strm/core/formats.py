@@ -48,6 +48,7 @@ from airflow_provider_strm.core.csvio import (
     CsvRecordReader,
     CsvRecordWriter,
     RecordChunk,
+    TableChunker,
     _has_undecodable,
     _python_charset,
 )
@@ -444,20 +445,13 @@ class ParquetRecordReader:
         self.rows_read = 0
 
     def chunks(self) -> Iterator[RecordChunk]:
-        size = self.chunk_rows
-        pending: list[pa.RecordBatch] = []
-        held = 0
+        chunker = TableChunker(self.chunk_rows, self._file.schema_arrow)
         try:
-            for batch in self._file.iter_batches(batch_size=size, use_threads=False):
-                pending.append(batch)
-                held += batch.num_rows
-                while held >= size:
-                    table = pa.Table.from_batches(pending)
-                    yield self._chunk(table.slice(0, size))
-                    rest = table.slice(size)
-                    pending, held = rest.to_batches(), rest.num_rows
-            if held:
-                yield self._chunk(pa.Table.from_batches(pending))
+            for batch in self._file.iter_batches(batch_size=self.chunk_rows, use_threads=False):
+                for table in chunker.push(batch):
+                    yield self._chunk(table)
+            if chunker.held:
+                yield self._chunk(chunker.rest())
         finally:
             self.close()
 

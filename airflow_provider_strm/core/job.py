@@ -191,6 +191,13 @@ class BatchJob:
         """Worker side: validate and process a chunk, return what :meth:`absorb` needs (picklable)."""
         raise NotImplementedError
 
+    def split_chunk(self, chunk: RecordChunk) -> tuple[RecordChunk, list[BadRow], JobResult]:
+        """Worker side: the chunk's good records, its bad ones (unreadable or invalid), fresh counters."""
+        bad = chunk.bad + self.validate_chunk(chunk)
+        if bad:
+            chunk = chunk.without({b.row for b in bad})
+        return chunk, bad, JobResult(self.job_id, "RUNNING", self.kind, self.group_id, self.input_name)
+
     def absorb(self, done: object, result: JobResult) -> None:
         """Parent side, in file order: write and count what :meth:`work_on_chunk` returned."""
         raise NotImplementedError

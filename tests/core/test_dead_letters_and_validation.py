@@ -42,10 +42,8 @@ def messy_file() -> tuple[bytes, dict[int, str]]:
     return b"\xef\xbb\xbf" + b"\r\n".join(rows) + b"\r\n", reasons
 
 
-def job(tmp_path: Path, **extra) -> EncryptJob:  # type: ignore[no-untyped-def]
-    store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
-    store.ensure_schema()
-    doc = {
+def job_doc(**extra) -> dict:  # type: ignore[no-untyped-def]
+    return {
         "source_data": {"file_name": "messy.csv"},
         "consent": {"default_consent_levels": [0], "consent_level_extractor": {"field": "consent"}},
         "encryption": {"timestamp_config": {"field": "ts", "format": "yyyy-MM-dd HH:mm:ss"}},
@@ -54,6 +52,12 @@ def job(tmp_path: Path, **extra) -> EncryptJob:  # type: ignore[no-untyped-def]
         "encryption_keys_data": {"target": {"path_prefix": "out"}},
         **extra,
     }
+
+
+def job(tmp_path: Path, **extra) -> EncryptJob:  # type: ignore[no-untyped-def]
+    store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
+    store.ensure_schema()
+    doc = job_doc(**extra)
     contract = load_data_contract(
         {
             "keyField": "id",
@@ -148,17 +152,12 @@ def test_worker_processes_dead_letter_and_validate_exactly_like_one_process(tmp_
     (tmp_path / "messy.csv").write_bytes(header + b"\r\n" + b"\r\n".join(rows * 7) + b"\r\n")
     base = job(tmp_path)
     store = base.key_store
-    doc = {
-        "source_data": {"file_name": "messy.csv"},
-        "consent": {"default_consent_levels": [0], "consent_level_extractor": {"field": "consent"}},
-        "encryption": {"timestamp_config": {"field": "ts", "format": "yyyy-MM-dd HH:mm:ss"}},
-        "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
-        "encrypted_data": {"target": {"path_prefix": "out"}},
-        "encryption_keys_data": {"target": {"path_prefix": "out"}},
-        "dead_letter": {"target": {"path_prefix": "dead"}},
-        "validations": [{"type": "null_check", "fields": ["email"], "threshold": 0.1, "on_failure": "warn"}],
-    }
-    config = load_batch_job_config(doc)
+    config = load_batch_job_config(
+        job_doc(
+            dead_letter={"target": {"path_prefix": "dead"}},
+            validations=[{"type": "null_check", "fields": ["email"], "threshold": 0.1, "on_failure": "warn"}],
+        )
+    )
     outputs = ("out/messy-encrypted.csv", "out/messy-keys.csv", "dead/messy-encrypt-dead-letters.csv")
     seen = []
     for workers in (1, 2, 3):
