@@ -24,6 +24,7 @@ from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import ConfigError, DecryptionError
+from airflow_provider_strm.core.formats import record_writer
 from airflow_provider_strm.core.job import (
     BatchJob,
     JobResult,
@@ -83,7 +84,7 @@ class DeriveJob(BatchJob):
     :param secrets: resolves ``masked_fields.secret_connection_id`` for ``HMAC_SHA256`` masking.
     :param workers: processes that decrypt chunks in parallel (1 = all in this process); reading and
         writing stay here, in file order, so outputs are byte-identical. Needs a key store (not a keys
-        file), CSV targets and no ``checkpoint_rows``; otherwise the job runs in one process and logs why.
+        file), CSV or JSON Lines targets and no ``checkpoint_rows``; otherwise the job runs in one process and logs why.
     """
 
     kind = "derive"
@@ -247,9 +248,8 @@ class DeriveJob(BatchJob):
         reason = super().parallel_reason()
         if reason is None and self.key_store is None:
             reason = "worker processes read keys from a key store, not from a keys file"
-        formats = {t.config.target.data_format for t in self.targets} - {"csv"}
-        if reason is None and formats:
-            reason = f"worker processes write CSV only, not {', '.join(sorted(formats))}"
+        if reason is None and any(t.config.target.data_format == "parquet" for t in self.targets):
+            reason = "a Parquet file is written by one writer (worker processes write CSV and JSON Lines)"
         return reason
 
     def worker_spec(self) -> _DeriveWorkerSpec:
@@ -351,8 +351,10 @@ class _DeriveWorkerSpec(WorkerSpec):
         job._key_cache = LruCache(self.key_cache_size)
         job.check_header(self.header)
         for target in job.targets:
-            charset = target.config.target.charset
-            target.writer = CsvRecordWriter(io.BytesIO(), self.header, charset=charset, write_header=False)
+            loc = target.config.target
+            target.writer = record_writer(  # type: ignore[assignment]
+                io.BytesIO(), self.header, data_format=loc.data_format, charset=loc.charset, write_header=False
+            )
         return job
 
 

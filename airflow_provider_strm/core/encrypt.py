@@ -22,6 +22,7 @@ from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import encrypt_columns
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
+from airflow_provider_strm.core.formats import record_writer
 from airflow_provider_strm.core.job import (
     BatchJob,
     JobResult,
@@ -68,7 +69,7 @@ class EncryptJob(BatchJob):
     :param context: Airflow identifiers recorded with the job (dag_id, run_id, map_index...).
     :param workers: processes that validate and encrypt chunks in parallel (1 = all in this process).
         Reading and writing stay in this process, in file order: the outputs are byte-identical for any
-        value. Not with ``checkpoint_rows``, non-CSV outputs or an unpicklable consent function (the job
+        value. Not with ``checkpoint_rows``, a Parquet output or an unpicklable consent function (the job
         then runs in one process and logs why).
     """
 
@@ -200,8 +201,8 @@ class EncryptJob(BatchJob):
 
     def parallel_reason(self) -> str | None:
         reason = super().parallel_reason()
-        if reason is None and self.config.encrypted_data.data_format != "csv":
-            reason = f"worker processes write CSV only, not {self.config.encrypted_data.data_format}"
+        if reason is None and self.config.encrypted_data.data_format == "parquet":
+            reason = "a Parquet file is written by one writer (worker processes write CSV and JSON Lines)"
         if reason is None and self.consent_function is not None:
             try:
                 pickle.dumps(self.consent_function)
@@ -369,9 +370,10 @@ class _EncryptWorkerSpec(WorkerSpec):
             consent_function=self.consent_function, job_id=self.job_id, key_cache_size=self.key_cache_size,
         )  # fmt: skip
         job.check_header(self.header)
+        loc = self.config.encrypted_data
         header = [*self.header, *META_COLUMNS]
-        job._writer = CsvRecordWriter(
-            io.BytesIO(), header, charset=self.config.encrypted_data.charset, write_header=False
+        job._writer = record_writer(  # type: ignore[assignment]
+            io.BytesIO(), header, data_format=loc.data_format, charset=loc.charset, write_header=False
         )
         return job
 

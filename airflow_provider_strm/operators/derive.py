@@ -46,7 +46,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
     :param checkpoint_rows: commit the outputs in parts every this many records, so a retried task
         resumes after the last part instead of starting over (default: off; costs one extra copy at the end).
     :param workers: processes decrypting chunks in parallel for one large file (default 1). Needs the
-        key store (not ``keys_path``) and CSV targets; outputs are byte-identical for any value.
+        key store (not ``keys_path``) and CSV or JSON Lines targets; outputs are byte-identical for any value.
     """
 
     template_fields: Sequence[str] = (

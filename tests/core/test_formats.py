@@ -473,3 +473,28 @@ def test_a_gz_name_on_a_file_that_is_not_gzipped_fails_the_job_naming_it(tmp_pat
     with pytest.raises(DataFormatError, match=r"in.csv.gz: cannot gunzip it .*Not a gzipped file"):
         job.run()
     assert store.job(job.job_id)["state"] == "ERROR"
+
+
+@pytest.mark.parametrize(("src", "out", "gz"), [("json_lines", "json_lines", False), ("parquet", "csv", True)])
+def test_worker_processes_write_json_lines_and_gzipped_csv_byte_identically(tmp_path, store, src, out, gz) -> None:
+    source = f"in.{EXTENSION[src]}"
+    write_source(tmp_path / source, src, SOURCE)
+    doc = formats_config(source, src, out, out)
+    if gz:
+        doc["encrypted_data"]["target"]["data_type"] = {out: {"compression": "gzip"}}
+        doc["derived_data"][0]["target"]["data_type"] = {out: {"compression": "gzip"}}
+    config = load_batch_job_config(doc)
+    contract = load_data_contract(CONTRACT)
+    storages = lambda c: LocalStorage(tmp_path)  # noqa: E731
+    outputs = []
+    for workers in (1, 2):
+        EncryptJob(config, contract, store, storages, chunk_rows=16, workers=workers).run()
+        DeriveJob(config, contract, store, storages, chunk_rows=16, workers=workers).run()
+        files = sorted(p for p in (tmp_path / "out").iterdir() if p.is_file())
+        outputs.append(
+            {p.name: gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes() for p in files}
+        )
+    assert outputs[1] == outputs[0]
+    names = set(outputs[0])
+    suffix = EXTENSION[out] + (".gz" if gz else "")
+    assert {f"in-encrypted.{suffix}", f"in-derived-2.{suffix}", "in-keys.csv"} <= names
