@@ -29,7 +29,11 @@ _TINK_PREFIX = 0x01
 _KEY_SIZE = 64
 # Serialized google.crypto.tink.AesSivKey proto: field 2 (key_value), length 64; version 0 is omitted.
 _PROTO_HEADER = b"\x12\x40"
-_NO_AD = [b""]  # Tink's encryptDeterministically(pt, ad=b"") passes one empty associated-data item.
+_NO_AD = [b""]
+_TINK_JSON = (
+    '{"primaryKeyId":%d,"key":[{"keyData":{"typeUrl":"' + AES_SIV_TYPE_URL + '","value":"%s",'
+    '"keyMaterialType":"SYMMETRIC"},"status":"ENABLED","keyId":%d,"outputPrefixType":"TINK"}]}'
+)  # Tink's encryptDeterministically(pt, ad=b"") passes one empty associated-data item.
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,26 +57,27 @@ class Keyset:
         return cls(key_id, os.urandom(_KEY_SIZE))
 
     def to_tink_json(self) -> str:
-        """The cleartext Tink JSON keyset, as STRM's keys files hold it."""
+        """The cleartext Tink JSON keyset, as STRM's keys files hold it (compact JSON, fixed key order)."""
         value = base64.b64encode(_PROTO_HEADER + self.key_bytes).decode()
-        return json.dumps(
-            {
-                "primaryKeyId": self.key_id,
-                "key": [
-                    {
-                        "keyData": {
-                            "typeUrl": AES_SIV_TYPE_URL,
-                            "value": value,
-                            "keyMaterialType": "SYMMETRIC",
-                        },
-                        "status": "ENABLED",
-                        "keyId": self.key_id,
-                        "outputPrefixType": "TINK",
-                    }
-                ],
-            },
-            separators=(",", ":"),
-        )
+        # what json.dumps(self._tink_doc(value), separators=(",", ":")) gives (tested), without its cost
+        return _TINK_JSON % (self.key_id, value, self.key_id)
+
+    def _tink_doc(self, value: str) -> dict[str, object]:
+        return {
+            "primaryKeyId": self.key_id,
+            "key": [
+                {
+                    "keyData": {
+                        "typeUrl": AES_SIV_TYPE_URL,
+                        "value": value,
+                        "keyMaterialType": "SYMMETRIC",
+                    },
+                    "status": "ENABLED",
+                    "keyId": self.key_id,
+                    "outputPrefixType": "TINK",
+                }
+            ],
+        }
 
     @classmethod
     def from_tink_json(cls, text: str) -> Keyset:

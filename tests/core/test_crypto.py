@@ -110,3 +110,11 @@ def test_encrypt_columns_equals_encrypting_each_value_on_its_own(rows) -> None:
     for c, column in enumerate(columns):
         expected = [_KEYSETS[link].cipher().encrypt(v) if v else "" for link, v in zip(links, column, strict=True)]
         assert out[c] == expected
+
+
+@given(st.integers(1, 2**31 - 1), st.binary(min_size=64, max_size=64))
+def test_tink_json_is_exactly_compact_json_dumps_of_the_keyset(key_id, key) -> None:
+    keyset = Keyset(key_id, key)
+    value = base64.b64encode(b"\x12\x40" + key).decode()
+    assert keyset.to_tink_json() == json.dumps(keyset._tink_doc(value), separators=(",", ":"))
+    assert Keyset.from_tink_json(keyset.to_tink_json()) == keyset

@@ -116,3 +116,17 @@ def test_four_processes_creating_overlapping_keys_at_once_get_one_key_each(backe
     expected = {f"{v}|{w}" for s in sets for v, w in s}
     assert set(merged) == expected
     assert KeyStore(url, kek).count_keys("race") == len(expected)
+
+
+@pytest.mark.parametrize("raw_inserts", [True, False])
+def test_both_insert_paths_create_each_missing_key_once(sqlite_store: KeyStore, raw_inserts: bool) -> None:
+    sqlite_store.raw_inserts = raw_inserts
+    first = sqlite_store.get_or_create("g", {(f"v{i}", 0) for i in range(5000)})
+    second = sqlite_store.get_or_create("g", {(f"v{i}", 0) for i in range(4000, 9000)})
+    assert all(k.created for k in first.values()) and len(first) == 5000
+    assert sum(k.created for k in second.values()) == 4000
+    assert all(second[(f"v{i}", 0)].key_link == first[(f"v{i}", 0)].key_link for i in range(4000, 5000))
+    assert sqlite_store.count_keys("g") == 9000
+    # what a fresh read of the store gives is what the creating call returned
+    again = sqlite_store.keys_by_link([k.key_link for k in second.values()])
+    assert all(again[k.key_link].keyset == k.keyset for k in second.values())
