@@ -64,6 +64,47 @@ class RecordChunk:
         )
 
 
+class ArrowRecordChunk(RecordChunk):
+    """A chunk Arrow parsed: its Python lists are made on first use, and it pickles as the Arrow table.
+
+    So a job's own process, which only counts a chunk before a worker process takes it, never
+    converts it, and the chunk crosses to the worker as Arrow buffers, not as Python strings.
+    """
+
+    def __init__(self, first_row: int, table: pa.Table) -> None:  # noqa: D107 - frozen dataclass
+        object.__setattr__(self, "first_row", first_row)
+        object.__setattr__(self, "bad", [])
+        object.__setattr__(self, "_table", table)
+
+    def __len__(self) -> int:
+        return self._table.num_rows  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        if name == "rows":
+            value: object = list(range(self.first_row, self.first_row + len(self)))
+        elif name == "columns":
+            value = [c.to_pylist() for c in self._table.columns]
+        else:
+            raise AttributeError(name)
+        object.__setattr__(self, name, value)
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordChunk):
+            return NotImplemented
+        return (self.first_row, self.rows, self.columns, self.bad) == (
+            other.first_row,
+            other.rows,
+            other.columns,
+            other.bad,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (ArrowRecordChunk, (self.first_row, self._table))
+
+
 def _python_charset(charset: str) -> str:
     name = codecs.lookup(charset).name
     # utf-8-sig strips a leading BOM and reads plain UTF-8 the same.
@@ -177,7 +218,7 @@ class CsvRecordReader:
     def _arrow_chunk(self, table: pa.Table) -> RecordChunk:
         first, n = self.rows_read + 1, table.num_rows
         self.rows_read += n
-        return RecordChunk(first, list(range(first, first + n)), [c.to_pylist() for c in table.columns], [])
+        return ArrowRecordChunk(first, table)
 
     def _python_chunks(self, reader: Iterator[list[str]], carry: list[list[str]] = ()) -> Iterator[RecordChunk]:  # type: ignore[assignment]
         width = len(self.header)
