@@ -4,7 +4,8 @@
 
 Rows are written one at a time (the file is never held in memory). The same
 ``rows`` and ``seed`` always give the same bytes. About 100k distinct sessions
-(the key field), 5 PII fields, event times spread over 3 days.
+(the key field) of two hours each, 5 PII fields, event times over 3 days, rows
+in time order like an event log (or in random order: ``--order random``).
 """
 
 from __future__ import annotations
@@ -35,17 +36,34 @@ AGENTS = [
 START = datetime(2026, 11, 18)
 
 
-def generate_csv(path: Path, rows: int, *, sessions: int = SESSIONS, seed: int = 7) -> int:
-    """Write ``rows`` events to ``path``; returns the file size in bytes."""
+def generate_csv(path: Path, rows: int, *, sessions: int = SESSIONS, seed: int = 7, order: str = "time") -> int:
+    """Write ``rows`` events to ``path``; returns the file size in bytes.
+
+    Session ``s`` is active for two hours from second ``s * 7919 mod 3 days`` (distinct starts).
+    ``order="time"``: events in time order, as an event log is written (each row at the next instant
+    of the 3 days, from one of the sessions active then). ``order="random"``: each row from any
+    session at a random moment of its two hours, rows in no order, so every part of the file holds
+    nearly every key (the worst case for key locality).
+    """
+    if order not in ("time", "random"):
+        raise ValueError(f"order must be 'time' or 'random', not {order!r}")
     rng = random.Random(seed)
     span = DAYS * 86_400
+    starting_at: dict[int, int] = {(s * 7919) % span: s for s in range(sessions)}
     with path.open("w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(COLUMNS)
         for i in range(rows):
-            s = rng.randrange(sessions)
+            if order == "time":
+                second = i * span // rows
+                s = None
+                while s is None:  # a session that started within the last two hours
+                    s = starting_at.get((second - rng.randrange(7200)) % span)
+            else:
+                s = rng.randrange(sessions)
+                second = (s * 7919 + rng.randrange(7200)) % span
             user = f"user-{s % 40_000:05d}"  # a user has several sessions
-            when = START + timedelta(seconds=(s * 7919 + rng.randrange(7200)) % span)
+            when = START + timedelta(seconds=second)
             out.writerow(
                 [
                     f"e{i:010d}",
@@ -101,12 +119,12 @@ def data_contract() -> dict:
     }
 
 
-def generate(workdir: Path, rows: int, *, seed: int = 7) -> int:
+def generate(workdir: Path, rows: int, *, seed: int = 7, order: str = "time", name: str = SOURCE_FILE) -> int:
     """events.csv, job.json and contract.json in ``workdir``; returns the CSV's size in bytes."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "job.json").write_text(json.dumps(job_config(), indent=2) + "\n")
     (workdir / "contract.json").write_text(json.dumps(data_contract(), indent=2) + "\n")
-    return generate_csv(workdir / SOURCE_FILE, rows, seed=seed)
+    return generate_csv(workdir / name, rows, seed=seed, order=order)
 
 
 def main() -> None:
@@ -114,8 +132,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--order", choices=["time", "random"], default="time", help="rows in time order or none")
     args = parser.parse_args()
-    size = generate(args.out, args.rows, seed=args.seed)
+    size = generate(args.out, args.rows, seed=args.seed, order=args.order)
     print(f"{args.out / SOURCE_FILE}: {args.rows} rows, {size / 1e6:.1f} MB")
 
 

@@ -199,3 +199,26 @@ def encrypt_columns(
                         memo[value] = token
                     out[i] = token
     return outs
+
+
+def encrypt_grouped(owners: Sequence[int], values: Sequence[bytes], keysets: Sequence[Keyset]) -> list[bytes]:
+    """Base64 ciphertexts (bytes) of distinct (owner, value) pairs: ``values[i]`` (UTF-8) under ``keysets[owners[i]]``.
+
+    The pairs come grouped by owner (equal owners adjacent), so each key's cipher is made once
+    and dropped before the next key's. Empty values stay empty.
+    """
+    out: list[bytes] = []
+    append = out.append
+    b64, pack, no_ad = binascii.b2a_base64, struct.pack, _NO_AD
+    current, siv_encrypt, prefix = -1, None, b""
+    for owner, value in zip(owners, values, strict=True):
+        if not value:
+            append(b"")
+            continue
+        if owner != current:
+            keyset = keysets[owner]
+            siv_encrypt = AESSIV(keyset.key_bytes).encrypt
+            prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
+            current = owner
+        append(b64(prefix + siv_encrypt(value, no_ad), newline=False))  # type: ignore[misc]
+    return out

@@ -79,6 +79,11 @@ class ArrowRecordChunk(RecordChunk):
     def __len__(self) -> int:
         return self._table.num_rows  # type: ignore[no-any-return]
 
+    @property
+    def table(self) -> pa.Table:
+        """The chunk's records as Arrow parsed them (string columns, in header order)."""
+        return self._table  # type: ignore[no-any-return]
+
     def __getattr__(self, name: str) -> object:
         if name == "rows":
             value: object = list(range(self.first_row, self.first_row + len(self)))

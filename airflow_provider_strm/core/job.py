@@ -241,6 +241,8 @@ class BatchJob:
             with stream:
                 self._state("RUNNING", "Started processing records.", result)
                 self._process_all(reader, pending, result, started, resume)
+            #: which parser delivered the records ("arrow", "python", "arrow+python"): the fast path or not
+            self.reader_parser = getattr(reader, "parser", "python")
             self.finish(result)
             self._check_bad_ratio(result)
             # outputs opened first are committed last: keys files before the data that needs them

@@ -28,6 +28,10 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from airflow_provider_strm.core.errors import TimestampFormatError
 
 __all__ = ["DAY_MS", "TimestampParser", "window_start"]
@@ -35,6 +39,28 @@ __all__ = ["DAY_MS", "TimestampParser", "window_start"]
 DAY_MS = 86_400_000
 _CACHE_SIZE = 65_536
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_YEAR_ONE_S = (date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400
+# Java pattern letters with an exact strftime twin (fixed width, numeric), and literals that need no quoting
+_STRFTIME = {"yyyy": "%Y", "uuuu": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M", "ss": "%S"}
+_STRFTIME_TOKEN = re.compile(r"yyyy|uuuu|MM|dd|HH|mm|ss|'T'|[-/ :.]")
+
+
+def _strftime_format(pattern: str | None) -> str | None:
+    """The strftime twin of a plain numeric pattern (``yyyy-MM-dd HH:mm:ss``, ``dd/MM/yyyy``...), else None."""
+    if pattern is None:
+        return None
+    parts, end = [], 0
+    for m in _STRFTIME_TOKEN.finditer(pattern):
+        if m.start() != end:
+            return None
+        token = m.group()
+        parts.append(_STRFTIME.get(token, "T" if token == "'T'" else token))
+        end = m.end()
+    if end != len(pattern) or "%Y" not in parts or "%m" not in parts or "%d" not in parts:
+        return None
+    return "".join(parts)
+
+
 _ONE_MS = timedelta(milliseconds=1)
 _DIGIT = "[0-9]"
 
@@ -408,6 +434,39 @@ class TimestampParser:
         self._fast: tuple[int, ...] | None = None
         if len(self._slots) == len(order) == 6 and set(order) == set(plain) and self.zone is UTC:
             self._fast = tuple(order[slot] for slot in plain)
+        # Vector path (Arrow columns): plain numeric patterns in UTC
+        self._strftime = _strftime_format(pattern) if self.zone is UTC else None
+
+    def parse_array(self, values: pa.Array) -> np.ndarray:
+        """Epoch milliseconds of each value of a string column, in order (an int64 array).
+
+        Values Arrow parses to a date-time it writes back exactly as given (so: valid, canonical,
+        fixed-width) are taken from Arrow; every other value goes through :meth:`parse`.
+
+        :raises TimestampFormatError: for the first value that is missing or does not match.
+        """
+        # each distinct value once (a file has many records per second), then spread to the records
+        encoded = values.dictionary_encode()
+        stamps = self._parse_distinct(encoded.dictionary)
+        return stamps[encoded.indices.to_numpy(zero_copy_only=False)]
+
+    def _parse_distinct(self, values: pa.Array) -> np.ndarray:
+        n = len(values)
+        out = np.zeros(n, dtype=np.int64)
+        todo: np.ndarray | range = range(n)
+        if self._strftime is not None and n:
+            parsed = pc.strptime(values, format=self._strftime, unit="s", error_is_null=True)
+            same = pc.equal(pc.strftime(parsed, format=self._strftime), values)
+            seconds = parsed.cast(pa.int64())
+            ok = pc.and_(same, pc.greater_equal(seconds, _YEAR_ONE_S)).fill_null(False).to_numpy(zero_copy_only=False)
+            out[ok] = seconds.fill_null(0).to_numpy(zero_copy_only=False)[ok] * 1000
+            todo = np.flatnonzero(~ok)
+        if len(todo):
+            parse = self.parse
+            texts = values.take(pa.array(todo, type=pa.int64())).to_pylist() if len(todo) < n else values.to_pylist()
+            for i, text in zip(todo, texts, strict=True):
+                out[i] = parse(text)
+        return out
 
     def parse(self, value: str) -> int:
         """Epoch milliseconds of ``value``.

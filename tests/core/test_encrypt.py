@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reference_checks import check_reference_outputs
 
 from airflow_provider_strm.core.config import load_batch_job_config
@@ -179,3 +181,92 @@ def test_worker_processes_are_stopped_when_a_job_fails(strm_reference, bucket, s
         job.run()
     assert job._pool is None  # shut down, no orphaned processes
     assert not (bucket / "uci_online_retail/encrypted.csv").exists()
+
+
+def _record_by_record(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Make every job read with Python's csv module: the simple path, one record at a time."""
+    from airflow_provider_strm.core import job as job_module
+
+    plain = job_module.record_reader
+    monkeypatch.setattr(job_module, "record_reader", lambda *a, **kw: plain(*a, **{**kw, "reopen": None}))
+
+
+def test_the_columnar_fast_path_writes_exactly_the_bytes_of_the_record_by_record_path(
+    strm_reference, bucket, store, monkeypatch
+) -> None:
+    paths = ("uci_online_retail/encrypted.csv", "uci_online_retail/keys.csv")
+    fast = reference_job(strm_reference, bucket, store, chunk_rows=3000)
+    fast.run()
+    assert fast.reader_parser == "arrow"
+    expected = {p: (bucket / p).read_bytes() for p in paths}
+    for p in paths:
+        (bucket / p).unlink()
+    _record_by_record(monkeypatch)
+    simple = reference_job(strm_reference, bucket, store, chunk_rows=3000)
+    simple.run()
+    assert simple.reader_parser == "python"
+    for p in paths:
+        assert (bucket / p).read_bytes() == expected[p], p
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_characters="\r\x00"), max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["", "a", "b", "ü", 'q"x']),  # key field: few entities, an empty one among them
+            st.sampled_from(
+                ["2026-11-20 23:59:59", "2026-11-21 00:00:00", "2024-02-29 12:00:00", "0001-01-01 00:00:00"]
+            ),
+            st.sampled_from(["", "[1,2]", "2", "x", "[]", "[0,1]"]),
+            _text,
+            _text,
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 7),
+)
+def test_fast_and_simple_paths_agree_on_any_records(tmp_path_factory, records, chunk_rows) -> None:
+    """Repeated and empty values, quotes, non-ASCII, several entities per chunk and per value: same bytes."""
+    import csv
+    import io
+
+    from airflow_provider_strm.core import job as job_module
+
+    root = tmp_path_factory.mktemp("prop")
+    store = KeyStore(f"sqlite:///{root / 'keys.db'}", new_kek())
+    store.ensure_schema()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "ts", "consent", "name", "note"])
+    writer.writerows(records)
+    (root / "in.csv").write_bytes(buf.getvalue().encode())
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "in.csv"},
+            "consent": {"default_consent_levels": [0], "consent_level_extractor": {"field": "consent"}},
+            "encryption": {"timestamp_config": {"field": "ts", "format": "yyyy-MM-dd HH:mm:ss"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"file_name": "out.csv"}},
+            "encryption_keys_data": {"target": {"file_name": "keys.csv"}},
+        }
+    )
+    contract = load_data_contract(
+        {"keyField": "id", "dataSubjectField": "name", "piiFields": {"id": 1, "name": 1, "note": 2}}
+    )
+    outputs = []
+    plain = job_module.record_reader
+    for reopen in (True, False):
+        job_module.record_reader = plain if reopen else (lambda *a, **kw: plain(*a, **{**kw, "reopen": None}))
+        try:
+            job = EncryptJob(config, contract, store, lambda c: LocalStorage(root), chunk_rows=chunk_rows)
+            result = job.run()
+        finally:
+            job_module.record_reader = plain
+        assert job.reader_parser == ("arrow" if reopen else "python")
+        assert result.rows_out == len(records)
+        outputs.append(((root / "out.csv").read_bytes(), (root / "keys.csv").read_bytes()))
+    assert outputs[0] == outputs[1]

@@ -514,3 +514,37 @@ def test_the_plain_utc_fast_path_agrees_with_the_full_resolver(year, month, day,
     except TimestampFormatError as exc:
         got = str(exc)
     assert got == expected
+
+
+_near_dates = st.builds(
+    lambda y, mo, d, h, mi, s, sep: f"{y}{sep}{mo}{sep}{d} {h}:{mi}:{s}",
+    st.sampled_from(["2026", "2024", "1900", "0000", "0001", "9999", "12026", "26", "-001"]),
+    st.sampled_from(["01", "02", "12", "13", "00", "1", "2"]),
+    st.sampled_from(["01", "28", "29", "30", "31", "32", "00", "7"]),
+    st.sampled_from(["00", "23", "24", "9", "12"]),
+    st.sampled_from(["00", "59", "60", "5"]),
+    st.sampled_from(["00", "59", "60", "61", "5", "00.5"]),
+    st.sampled_from(["-", "/"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["yyyy-MM-dd HH:mm:ss", "yyyy/MM/dd HH:mm:ss", "M/d/yyyy H:m", None]),
+    st.lists(_near_dates | st.text(max_size=12), min_size=1, max_size=12),
+)
+def test_the_column_parser_agrees_with_the_value_parser_value_for_value(pattern, values) -> None:
+    """parse_array (Arrow, distinct values, a strict round trip) = parse on each value, or the same error."""
+    import pyarrow as pa
+
+    parser = TimestampParser(pattern, "UTC")
+    try:
+        expected: list[int] | str = [parser.parse(v) for v in values]
+    except TimestampFormatError as exc:
+        expected = str(exc)
+    fresh = TimestampParser(pattern, "UTC")  # no cache shared with the run above
+    try:
+        got: list[int] | str = fresh.parse_array(pa.array(values, type=pa.string())).tolist()
+    except TimestampFormatError as exc:
+        got = str(exc)
+    assert got == expected
