@@ -63,7 +63,9 @@ META_COLUMNS = (
 )
 
 #: (data subject, key link) pairs a job remembers having recorded, so each is written once per job.
-SUBJECT_CACHE_SIZE = 500_000
+SUBJECT_CACHE_SIZE = 50_000
+#: pairs held back before they are written to the key store in one transaction (all are, before any commit)
+SUBJECT_BATCH = 20_000
 
 #: Replaces STRM's consent extraction: takes a record (column → value), returns its consent levels.
 ConsentFunction = Callable[[Mapping[str, str]], "ConsentLevels | list[int]"]
@@ -119,6 +121,7 @@ class EncryptJob(BatchJob):
         self._keys_seen = SeenSet()
         self._key_cache: LruCache[tuple[str, int], StoredKey] = LruCache(key_cache_size)
         self._subjects_linked: set[tuple[str, str]] = set()
+        self._subjects_held: set[tuple[str, str]] = set()
         self._stamps: tuple[int, np.ndarray | list[int]] | None = None
 
     def encrypted_path(self) -> str:
@@ -306,6 +309,7 @@ class EncryptJob(BatchJob):
         data, keys_rows = b"", []
         if len(chunk):
             out, links, keys = self.encrypt_chunk(chunk, counts)
+            self.flush()  # the parent commits outputs without asking its workers again
             data = self._writer.encode_columns(out)
             by_link = {stored.key_link: stored for stored in keys.values()}
             keys_rows = key_rows([by_link[link] for link in self._keys_seen.first_seen(links)])
@@ -330,6 +334,7 @@ class EncryptJob(BatchJob):
                 self._keys_writer.write_columns([list(col) for col in zip(*new, strict=True)])
 
     def finish(self, result: JobResult) -> None:
+        self.flush()
         self.checks.evaluate(result, self.input_name)
         self.publish(result, "encrypted", self.config.encrypted_data, self.encrypted_path())
         result.bytes_out = self._writer.bytes_written
@@ -411,15 +416,23 @@ class EncryptJob(BatchJob):
         return out
 
     def _link_subjects(self, pairs: set[tuple[str, str]]) -> None:
-        # remembered before any output is committed, so a subject can always be forgotten
+        # written in batches (one key-store transaction each), all before any output is committed
+        # (see flush), so a subject can always be forgotten
         done = self._subjects_linked
-        pairs = {pair for pair in pairs if pair not in done}
+        self._subjects_held.update(pair for pair in pairs if pair not in done)
+        if len(self._subjects_held) >= SUBJECT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the held-back (data subject, key link) pairs to the key store."""
+        pairs, done = self._subjects_held, self._subjects_linked
         if not pairs:
             return
         self.key_store.link_subjects(self.group_id, pairs)
         if len(done) + len(pairs) > SUBJECT_CACHE_SIZE:
             done.clear()  # bounded: a pair recorded again is a no-op in the key store
         done.update(pairs)
+        self._subjects_held = set()
 
     def _consent(self, columns: list[list[str]], n: int) -> list[ConsentLevels]:
         if self.consent_function is not None:

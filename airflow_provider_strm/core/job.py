@@ -19,6 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
+import pyarrow as pa
+
 from airflow_provider_strm.core.checkpoint import PartedOutput, RecordDigest, job_key
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
 from airflow_provider_strm.core.contract import DataContract
@@ -218,6 +220,7 @@ class BatchJob:
             in_flight.append(self._pool.submit(_work_on_chunk, chunk))
             while len(in_flight) > 2 * self.workers:  # bounded: memory stays flat
                 self.absorb(in_flight.popleft().result(), result)
+                _release_arrow_memory()
             if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = time.monotonic()
                 self._state(
@@ -314,6 +317,7 @@ class BatchJob:
                 chunk = chunk.without({b.row for b in bad})
             if len(chunk):
                 self.process_chunk(chunk, result)
+            _release_arrow_memory()
             since_checkpoint += size
             if self.checkpoint_rows and since_checkpoint >= self.checkpoint_rows:
                 self._checkpoint(pending, reader.rows_read, digest, result)
@@ -516,7 +520,15 @@ def _start_worker(spec: WorkerSpec) -> None:
 
 def _work_on_chunk(chunk: RecordChunk) -> object:
     assert _worker is not None, "worker process not started"
-    return _worker.work_on_chunk(chunk)
+    try:
+        return _worker.work_on_chunk(chunk)
+    finally:
+        _release_arrow_memory()
+
+
+def _release_arrow_memory() -> None:
+    # Arrow's allocator keeps freed chunk buffers for reuse; handing them back keeps a job's memory flat
+    pa.default_memory_pool().release_unused()
 
 
 def no_storage(_conn_id: str | None) -> Storage:

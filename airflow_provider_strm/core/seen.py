@@ -22,13 +22,13 @@ _SQL_BATCH = 500  # variables per statement: below SQLite's limit
 
 #: Keys a job keeps between chunks (not their ciphers: an AES-SIV object holds ~4 KB of OpenSSL state,
 #: so ciphers live for one chunk only); bounded so memory stays flat for any file.
-KEY_CACHE_SIZE = 200_000
+KEY_CACHE_SIZE = 30_000
 
 
 class SeenSet:
     """Strings seen so far; in memory up to ``memory_limit`` entries, on a temporary disk file after that."""
 
-    def __init__(self, memory_limit: int = 200_000) -> None:
+    def __init__(self, memory_limit: int = 50_000) -> None:
         self.memory_limit = memory_limit
         self._memory: set[str] = set()
         self._db: sqlite3.Connection | None = None
