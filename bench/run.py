@@ -35,7 +35,8 @@ from generate import KEY_FIELD, PII, SOURCE_FILE, generate  # noqa: E402
 
 PG_URL = os.environ.get("STRM_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 PG_KEYS = 1_000_000  # the key-store case creates at most this many keys (the target is 1M keys)
-SMALL_ONLY = 100_000  # the naive and presidio cases are only run up to this many rows
+SMALL_ONLY = {"naive": 100_000, "presidio": 1_000_000}  # these cases only run up to so many rows (too slow)
+RANDOM_FILE = "events-random-order.csv"
 PRESIDIO_KEY = "WmZq4t7w!z%C&F)J"  # 16 characters: AES-128
 SPARK_KEY = "0123456789abcdef0123456789abcdef"  # 32 characters: AES-256
 HEADER = [
@@ -45,6 +46,7 @@ HEADER = [
 LABELS = {
     "cipher_bound": "cipher bound: bare AES-SIV loop over the same PII values, no I/O",
     "encrypt": "EncryptJob, 1 core",
+    "encrypt_random_order": "EncryptJob, 1 core, the same rows in random order (no key locality: worst case)",
     "derive": "DeriveJob, 1 core (1 CUMULATIVE target)",
     "encrypt_all_cores": f"EncryptJob, all cores (workers={os.cpu_count()})",
     "derive_all_cores": f"DeriveJob, all cores (workers={os.cpu_count()})",
@@ -66,7 +68,7 @@ def _store(workdir: Path, name: str = "keys.db"):  # type: ignore[no-untyped-def
     return store
 
 
-def _job(kind: str, workdir: Path, **kwargs):  # type: ignore[no-untyped-def]
+def _job(kind: str, workdir: Path, store_name: str = "keys.db", **kwargs):  # type: ignore[no-untyped-def]
     from airflow_provider_strm.core.config import load_batch_job_config
     from airflow_provider_strm.core.contract import load_data_contract
     from airflow_provider_strm.core.derive import DeriveJob
@@ -77,11 +79,26 @@ def _job(kind: str, workdir: Path, **kwargs):  # type: ignore[no-untyped-def]
     contract = load_data_contract(workdir / "contract.json")
     job_class = EncryptJob if kind == "encrypt" else DeriveJob
     storages = lambda _conn_id: LocalStorage(workdir)  # noqa: E731
-    return job_class(config, contract, _store(workdir), storages, source_path=SOURCE_FILE, **kwargs)
+    kwargs.setdefault("source_path", SOURCE_FILE)
+    return job_class(config, contract, _store(workdir, store_name), storages, **kwargs)
 
 
 def case_encrypt(workdir: Path, workers: int = 1) -> dict:
     job = _job("encrypt", workdir, workers=workers)
+    t = time.perf_counter()
+    result = job.run()
+    seconds = time.perf_counter() - t
+    return {
+        "seconds": seconds,
+        "rows": result.rows_in,
+        "rows_out": result.rows_out,
+        "keys": f"{result.keys_created}/{result.keys_reused}",
+    }
+
+
+def case_encrypt_random_order(workdir: Path) -> dict:
+    """The same events shuffled: every chunk holds nearly every key (fresh key store)."""
+    job = _job("encrypt", workdir, store_name="random-order-keys.db", source_path=RANDOM_FILE)
     t = time.perf_counter()
     result = job.run()
     seconds = time.perf_counter() - t
@@ -255,6 +272,7 @@ def case_spark(workdir: Path) -> dict:
 CASES = {
     "cipher_bound": case_cipher_bound,
     "encrypt": case_encrypt,
+    "encrypt_random_order": case_encrypt_random_order,
     "derive": case_derive,
     "encrypt_all_cores": case_encrypt_all_cores,
     "derive_all_cores": lambda workdir: case_derive(workdir, workers=os.cpu_count() or 1),
@@ -319,23 +337,26 @@ def note_row(case: str, rows: int, note: str) -> str:
     return f"| {LABELS[case]} | {rows} | {note} | | | | | |"
 
 
-def bench_size(rows: int, workdir: Path, smoke: bool) -> list[str]:
+def bench_size(rows: int, workdir: Path, smoke: bool) -> tuple[list[str], dict[str, dict]]:
+    """The table rows of one size, and each measured case's numbers (rows/s, RSS...)."""
     megabytes = generate(workdir, rows) / 1e6
+    generate(workdir, rows, order="random", name=RANDOM_FILE)
     (workdir / "kek").write_text(base64.b64encode(os.urandom(32)).decode())
     lines: list[str] = []
+    measured: dict[str, dict] = {}
 
     def emit(line: str) -> None:
         lines.append(line)
         print(line, flush=True)
 
     bound: float | None = None
-    cases = ["cipher_bound", "encrypt", "derive", "encrypt_all_cores", "derive_all_cores"]
-    for case in [*cases, "keystore_pg", "naive", "presidio", "spark"]:
+    ours = ["cipher_bound", "encrypt", "derive", "encrypt_all_cores", "derive_all_cores", "encrypt_random_order"]
+    for case in [*ours, "keystore_pg", "naive", "presidio", "spark"]:
         reason = why_not(case)
         if reason is None and case in ("naive", "presidio", "spark") and smoke:
             reason = "skipped (--smoke)"
-        if reason is None and case in ("naive", "presidio") and rows > SMALL_ONLY:
-            reason = f"skipped (too slow; only run up to {SMALL_ONLY:,} rows)"
+        if reason is None and rows > SMALL_ONLY.get(case, rows):
+            reason = f"skipped (too slow; only run up to {SMALL_ONLY[case]:,} rows)"
         if reason is not None:
             emit(note_row(case, rows, reason))
             continue
@@ -347,6 +368,8 @@ def bench_size(rows: int, workdir: Path, smoke: bool) -> list[str]:
             emit(note_row(case, rows, f"WRONG: {r['rows_out']} rows out for {r['rows']} in"))
             continue
         rate = r["rows"] / r["seconds"]
+        r["rate"] = rate
+        measured[case] = r
         if case == "cipher_bound":
             bound = rate
         ratio = f"{rate / bound:.0%}" if bound else "-"
@@ -355,7 +378,48 @@ def bench_size(rows: int, workdir: Path, smoke: bool) -> list[str]:
             f"| {LABELS[case]} | {r['rows']} | {r['seconds']:.2f} | {rate:,.0f} | {megabytes / r['seconds']:.1f} | "
             f"{rss} | {r['keys']} | {ratio} |"
         )
-    return lines
+    return lines, measured
+
+
+def against_targets(results: dict[int, dict[str, dict]]) -> list[str]:
+    """Issue #6's targets, each with what this run measured (met or not)."""
+    out: list[str] = []
+
+    def line(text: str, value: float | None, goal: float, fmt: str, lower_is_better: bool = False) -> None:
+        if value is None:
+            out.append(f"- {text}: not measured in this run")
+            return
+        met = value <= goal if lower_is_better else value >= goal
+        out.append(f"- {text}: {format(value, fmt)} (target {format(goal, fmt)}: {'met' if met else 'NOT met'})")
+
+    def rate(rows: int, case: str) -> float | None:
+        return results.get(rows, {}).get(case, {}).get("rate")
+
+    for rows in sorted(results):
+        bound = rate(rows, "cipher_bound")
+        for case, name in (("encrypt", "EncryptJob"), ("derive", "DeriveJob")):
+            mine = rate(rows, case)
+            share = mine / bound if mine and bound else None
+            line(f"{rows:,} rows, {name} 1 core vs the cipher's bound", share, 0.5, ".0%")
+        for case, name in (("encrypt_all_cores", "EncryptJob"), ("derive_all_cores", "DeriveJob")):
+            one, many = rate(rows, case.replace("_all_cores", "")), rate(rows, case)
+            cores = os.cpu_count() or 1
+            speedup = many / one if one and many else None
+            goal = 1.7 if cores == 2 else 0.85 * cores
+            line(f"{rows:,} rows, {name} on {cores} cores vs 1 core", speedup, goal, ".2f")
+        for other, goal in (("naive", 10.0), ("presidio", 5.0)):
+            theirs, mine = rate(rows, other), rate(rows, "encrypt")
+            if theirs:
+                times = mine / theirs if mine else None
+                line(f"{rows:,} rows, EncryptJob 1 core vs {other} on the same file (x)", times, goal, ".1f")
+        for case in ("encrypt", "derive", "encrypt_all_cores", "derive_all_cores"):
+            rss = results[rows].get(case, {}).get("peak_rss_mb")
+            if rss is not None:
+                line(f"{rows:,} rows, {LABELS[case]} peak RSS MB", rss, 300, ".0f", lower_is_better=True)
+        keys = rate(rows, "keystore_pg")
+        if keys is not None:
+            line(f"{rows:,} distinct keys created in PostgreSQL, keys/s", keys, 50_000, ",.0f")
+    return out
 
 
 def main() -> int:
@@ -384,12 +448,17 @@ def main() -> int:
         *HEADER,
     ]
     print("\n".join(lines), flush=True)
+    results: dict[int, dict[str, dict]] = {}
     for rows in sizes:
         if args.keep:
-            lines += bench_size(rows, args.keep / str(rows), args.smoke)
+            table, results[rows] = bench_size(rows, args.keep / str(rows), args.smoke)
         else:
             with tempfile.TemporaryDirectory(prefix="strm-bench-") as tmp:
-                lines += bench_size(rows, Path(tmp), args.smoke)
+                table, results[rows] = bench_size(rows, Path(tmp), args.smoke)
+        lines += table
+    summary = ["", "Against issue #6's targets:", *against_targets(results)]
+    print("\n".join(summary), flush=True)
+    lines += summary
     if not args.smoke:
         (HERE / "latest.md").write_text("\n".join(lines) + "\n")
     return 0
