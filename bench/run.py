@@ -46,7 +46,7 @@ HEADER = [
 LABELS = {
     "cipher_bound": "cipher bound: bare AES-SIV loop over the same PII values, no I/O",
     "encrypt": "EncryptJob, 1 core",
-    "encrypt_random_order": "EncryptJob, 1 core, the same rows in random order (no key locality: worst case)",
+    "encrypt_random_order": "EncryptJob, 1 core, a file like it with rows in random order (no key locality)",
     "derive": "DeriveJob, 1 core (1 CUMULATIVE target)",
     "encrypt_all_cores": f"EncryptJob, all cores (workers={os.cpu_count()})",
     "derive_all_cores": f"DeriveJob, all cores (workers={os.cpu_count()})",
@@ -97,7 +97,7 @@ def case_encrypt(workdir: Path, workers: int = 1) -> dict:
 
 
 def case_encrypt_random_order(workdir: Path) -> dict:
-    """The same events shuffled: every chunk holds nearly every key (fresh key store)."""
+    """A file of the same sessions and values with rows in no order: each chunk holds most keys (own key store)."""
     job = _job("encrypt", workdir, store_name="random-order-keys.db", source_path=RANDOM_FILE)
     t = time.perf_counter()
     result = job.run()
