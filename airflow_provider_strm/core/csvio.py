@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ class CsvRecordReader:
                     batch = None
                 # Arrow 26 can lose the "\n" after a quoted "\r" where a block ends; such a value always
                 # keeps its "\r", so a batch with a carriage return in any value goes to Python.
-                if batch is None or any(pc.any(pc.match_substring(c, "\r")).as_py() for c in batch.columns):
+                if batch is None or any(_has_carriage_return(c) for c in batch.columns):
                     # records parsed but not yet in a chunk start the first chunk of the Python path
                     columns = [c.to_pylist() for c in chunker.rest().columns]
                     raise _HandOver([list(r) for r in zip(*columns, strict=True)])
@@ -296,6 +297,21 @@ class _HandOver(Exception):
 
 
 _ARROW_BLOCK = 256 << 10  # bytes Arrow parses at a time (more costs memory); a longer record goes to Python
+
+
+_CR = re.compile(b"\r")
+
+
+def _has_carriage_return(column: pa.Array) -> bool:
+    """Whether any value of a string column holds a carriage return (searched in its bytes, not copied)."""
+    if column.type != pa.string():  # large strings have 64-bit offsets
+        return bool(pc.any(pc.match_substring(column, "\r")).as_py())
+    _, offsets, data = column.buffers()
+    if data is None or len(column) == 0:
+        return False
+    bounds = memoryview(offsets).cast("i")  # int32 value offsets of a (non-large) string array
+    start, end = bounds[column.offset], bounds[column.offset + len(column)]
+    return _CR.search(memoryview(data)[start:end]) is not None
 
 
 def _undecodable_rows(columns: list[list[str]]) -> list[int]:
