@@ -12,9 +12,12 @@ Beyond STRM: forget a data subject (crypto-shredding: their keys are deleted
 and tombstoned), purge expired keys, export keys as a STRM keys file, rotate
 the KEK. Every such action leaves an audit record with counts, never values.
 
-Key creation is bulk and race-safe: ``INSERT .. ON CONFLICT DO NOTHING`` then
-read back, so N processes asking for the same key at once all get the one
-that won.
+Key creation is bulk and race-safe: rows go in (digest, window) order, so
+concurrent writers never wait on each other in opposite orders; PostgreSQL
+takes them in one binary COPY that is all or nothing, and when some entity
+turns out to exist (another process won it) the call falls back to
+``INSERT .. ON CONFLICT DO NOTHING RETURNING`` and reads back the keys it lost.
+So N processes asking for the same key at once all get the one that won.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
+import struct
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,6 +52,18 @@ __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 SCHEMA_VERSION = 1
 _BATCH = 2000  # entities per SELECT statement: well below SQLite's variable limit (32766)
 _INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
+_SLICE = 1000  # new keys made per step: a PostgreSQL COPY sends each step while the next one is made
+_KEY_COLUMNS = (
+    "group_id",
+    "key_digest",
+    "window_start",
+    "window_end",
+    "key_link",
+    "wrapped_keyset",
+    "policy_id",
+    "expires_at",
+    "created_at",
+)  # the key table's columns but its id, in the order of a new key row
 
 metadata = sa.MetaData()
 
@@ -172,6 +189,8 @@ class KeyStore:
         self._dek: bytes | None = None
         self._digest_secret: bytes | None = None
         self._dek_key: AeadKey | None = None  # the DEK's cipher, made once (see _dek_cipher)
+        self._dialect = (engine.dialect.name, engine.dialect.driver)
+        self._expect_new = False  # the last get_or_create found none of its keys stored (see there)
 
     # ------------------------------------------------------------------ schema
 
@@ -246,6 +265,19 @@ class KeyStore:
         text = f"{group_id}\x00{value}" if kind == "key" else f"{group_id}\x00{kind}\x00{value}"
         return hmac.new(self._digest_secret, text.encode(), hashlib.sha256).hexdigest()
 
+    def _key_digests(self, group_id: str, entities: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """:meth:`digest` of many key-field values: the HMAC of the group prefix is computed once."""
+        if self._digest_secret is None:
+            self.ensure_schema()
+        assert self._digest_secret is not None
+        prefix = hmac.new(self._digest_secret, f"{group_id}\x00".encode(), hashlib.sha256)
+        out = {}
+        for entity in set(entities):
+            h = prefix.copy()
+            h.update(f"{entity[0]}".encode())  # as digest() formats it
+            out[entity] = h.hexdigest()
+        return out
+
     def get_or_create(
         self,
         group_id: str,
@@ -260,58 +292,50 @@ class KeyStore:
         Returns a dict keyed like the input; ``StoredKey.created`` tells which
         keys this call created. Safe when several processes ask at once.
         """
-        wanted = {(v, w): self.digest(group_id, v) for v, w in set(entities)}
-        found = self._select(group_id, wanted)
-        missing = [e for e in wanted if e not in found]
-        missing_by_digest = {(wanted[e], e[1]): e[0] for e in missing}
-        fresh: dict[str, Keyset] = {}
+        wanted = self._key_digests(group_id, entities)
+        if not wanted:
+            return {}
+        # A bulk load of new entities skips the look-up: when the previous call found none of its keys stored,
+        # this one inserts straight away (conflict-safe) and reads back only the keys that turn out to exist.
+        found = {} if self._expect_new else self._select(group_id, wanted)
+        # one order for every process: no lock-order deadlocks between concurrent inserts
+        missing = sorted((d, w, v) for (v, w), d in wanted.items() if (v, w) not in found)
+        created = 0
         if missing:
-            now = _now_ms()
-            rows = []
-            for value, window in missing:
-                link = str(uuid.uuid4())
-                keyset = Keyset.generate()
-                rows.append(
-                    {
-                        "group_id": group_id,
-                        "key_digest": wanted[(value, window)],
-                        "window_start": window,
-                        "window_end": window + window_ms,
-                        "key_link": link,
-                        "wrapped_keyset": self._wrap(keyset.to_secret_bytes(), link.encode()),
-                        "policy_id": policy_id,
-                        "expires_at": expires_at,
-                        "created_at": now,
-                    }
-                )
-                fresh[link] = keyset
-            # One order for every process (no lock-order deadlocks), one transaction per call; RETURNING
-            # tells which rows this call inserted, so only keys another process won are read back.
-            rows.sort(key=lambda r: (r["key_digest"], r["window_start"]))
-            inserted = self._insert_keys(rows)
-            by_link = {r["key_link"]: r for r in rows}
-            for link in inserted:
-                row = by_link[link]
-                entity = (missing_by_digest[(row["key_digest"], row["window_start"])], row["window_start"])
-                found[entity] = StoredKey(link, fresh[link], row["window_start"], policy_id, expires_at, True)
-            lost = {e: wanted[e] for e in missing if e not in found}
-            if lost:
-                found.update(self._select(group_id, lost))
+            new = _NewKeys(self, group_id, missing, window_ms, policy_id, expires_at)
+            inserted = self._insert_keys(new)  # one transaction per call
+            if inserted is None:
+                found.update(new.keys)
+                created = len(new.keys)
+            else:
+                lost: dict[tuple[str, int], str] = {}
+                for (digest, _, _), (entity, key) in zip(missing, new.keys, strict=True):
+                    if key.key_link in inserted:
+                        found[entity] = key
+                    else:  # another process created it first: its key is the key
+                        lost[entity] = digest
+                created = len(missing) - len(lost)
+                if lost:
+                    found.update(self._select(group_id, lost))
+        self._expect_new = created == len(wanted)
         return found
 
-    def _insert_keys(self, rows: list[dict[str, object]]) -> set[str]:
-        """Insert key rows (ignoring entities that exist); returns the key links actually inserted."""
+    def _insert_keys(self, new: _NewKeys) -> set[str] | None:
+        """Insert new key rows, ignoring entities that exist; the key links inserted (None: every one)."""
+        if self.raw_inserts and self._dialect == ("postgresql", "psycopg2") and self._copy_keys_pg(new):
+            return None
+        rows = new.rows()
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    if self.raw_inserts and conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+                    if self.raw_inserts and self._dialect == ("postgresql", "psycopg2"):
                         return self._insert_keys_pg(conn, rows)
-                    if self.raw_inserts and conn.dialect.name == "sqlite":
+                    if self.raw_inserts and self._dialect[0] == "sqlite":
                         return self._insert_keys_sqlite(conn, rows)
                     inserted: set[str] = set()
+                    index = ["group_id", "key_digest", "window_start"]
                     for i in range(0, len(rows), _INSERT_BATCH):
-                        part = rows[i : i + _INSERT_BATCH]
-                        index = ["group_id", "key_digest", "window_start"]
+                        part = [dict(zip(_KEY_COLUMNS, row, strict=True)) for row in rows[i : i + _INSERT_BATCH]]
                         inserted.update(
                             self._insert_ignore(conn, keys_table, part, index, returning=keys_table.c.key_link)
                         )
@@ -323,21 +347,39 @@ class KeyStore:
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    def _copy_keys_pg(self, new: _NewKeys) -> bool:
+        """PostgreSQL: COPY the new rows straight into the key table, streamed while they are made.
+
+        All or nothing: False (and nothing inserted) when any entity already exists or a concurrent
+        insert made this one a deadlock victim; the caller then takes the ``ON CONFLICT`` path.
+        """
+        from psycopg2 import errors
+        from psycopg2.extensions import encodings
+
+        sql = f"COPY {keys_table.name} ({', '.join(_KEY_COLUMNS)}) FROM STDIN (FORMAT binary)"
+        try:
+            with self.engine.begin() as conn:
+                driver_conn = conn.connection.driver_connection
+                with driver_conn.cursor() as cursor:  # type: ignore[union-attr]
+                    cursor.copy_expert(sql, new.copy_stream(encodings[driver_conn.encoding]))  # type: ignore[union-attr]
+        except (errors.UniqueViolation, errors.DeadlockDetected):
+            return False
+        return True
+
     @staticmethod
-    def _insert_keys_sqlite(conn: sa.Connection, rows: list[dict[str, object]]) -> set[str]:
+    def _insert_keys_sqlite(conn: sa.Connection, rows: list[tuple]) -> set[str]:
         """SQLite: multi-row INSERT .. RETURNING statements on the raw connection (no per-row SQLAlchemy work)."""
-        names = [c.name for c in keys_table.columns if c.name != "id"]
-        per = 30_000 // len(names)  # rows per statement: below SQLite's 32,766 variables
+        per = 30_000 // len(_KEY_COLUMNS)  # rows per statement: below SQLite's 32,766 variables
         inserted: set[str] = set()
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             for i in range(0, len(rows), per):
                 part = rows[i : i + per]
-                marks = ",".join(["(" + ",".join("?" * len(names)) + ")"] * len(part))
+                marks = ",".join(["(" + ",".join("?" * len(_KEY_COLUMNS)) + ")"] * len(part))
                 cursor.execute(
-                    f"INSERT INTO {keys_table.name} ({', '.join(names)}) VALUES {marks} "
+                    f"INSERT INTO {keys_table.name} ({', '.join(_KEY_COLUMNS)}) VALUES {marks} "
                     "ON CONFLICT (group_id, key_digest, window_start) DO NOTHING RETURNING key_link",
-                    [row[n] for row in part for n in names],
+                    [value for row in part for value in row],
                 )
                 inserted.update(r[0] for r in cursor.fetchall())
         finally:
@@ -345,18 +387,16 @@ class KeyStore:
         return inserted
 
     @staticmethod
-    def _insert_keys_pg(conn: sa.Connection, rows: list[dict[str, object]]) -> set[str]:
-        """PostgreSQL: many rows per statement through psycopg2's execute_values (no per-row SQLAlchemy work)."""
+    def _insert_keys_pg(conn: sa.Connection, rows: list[tuple]) -> set[str]:
+        """PostgreSQL: INSERT .. ON CONFLICT DO NOTHING RETURNING through psycopg2's execute_values."""
         from psycopg2.extras import execute_values
 
-        names = [c.name for c in keys_table.columns if c.name != "id"]
         sql = (
-            f"INSERT INTO {keys_table.name} ({', '.join(names)}) VALUES %s "
+            f"INSERT INTO {keys_table.name} ({', '.join(_KEY_COLUMNS)}) VALUES %s "
             "ON CONFLICT (group_id, key_digest, window_start) DO NOTHING RETURNING key_link"
         )
-        values = [tuple(row[n] for n in names) for row in rows]
         with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-            returned = execute_values(cursor, sql, values, page_size=_INSERT_BATCH, fetch=True)
+            returned = execute_values(cursor, sql, rows, page_size=_INSERT_BATCH, fetch=True)
         return {r[0] for r in returned}
 
     def keys_by_link(self, key_links: Iterable[str]) -> dict[str, StoredKey]:
@@ -379,6 +419,8 @@ class KeyStore:
 
     def _select(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:
         """Stored keys of the wanted entities."""
+        if self._dialect == ("postgresql", "psycopg2"):
+            return self._select_pg(group_id, wanted)
         by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
         digests = sorted({d for d in wanted.values()})
         out: dict[tuple[str, int], StoredKey] = {}
@@ -392,6 +434,34 @@ class KeyStore:
                     entity = by_digest_window.get((row.key_digest, row.window_start))
                     if entity is not None:
                         out[entity] = self._stored(row)
+        return out
+
+    def _select_pg(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:
+        """PostgreSQL: one statement, one index probe per entity.
+
+        The LATERAL .. LIMIT 1 keeps the planner from hashing the whole table, which it otherwise does
+        once a group's keys are most of the table: a scan of every key per call.
+        """
+        by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
+        pairs = sorted(by_digest_window)
+        sql = (
+            "SELECT k.key_digest, k.window_start, k.key_link, k.wrapped_keyset, k.policy_id, k.expires_at "
+            "FROM unnest(%s::varchar[], %s::bigint[]) AS e(key_digest, window_start) CROSS JOIN LATERAL "
+            f"(SELECT * FROM {keys_table.name} k WHERE k.group_id = %s AND k.key_digest = e.key_digest "
+            "AND k.window_start = e.window_start LIMIT 1) k"
+        )
+        # digests are hex and windows integers: array literals need no quoting
+        digests = "{" + ",".join(d for d, _ in pairs) + "}"
+        windows = "{" + ",".join(str(w) for _, w in pairs) + "}"
+        unwrap = self._dek_cipher().unwrap
+        out: dict[tuple[str, int], StoredKey] = {}
+        with self.engine.connect() as conn:
+            with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(sql, (digests, windows, group_id))
+                rows = cursor.fetchall()
+        for digest, window, link, blob, policy, expires in rows:
+            keyset = Keyset.from_secret_bytes(unwrap(bytes(blob), link.encode()))
+            out[by_digest_window[(digest, window)]] = StoredKey(link, keyset, window, policy, expires)
         return out
 
     def _stored(self, row: sa.Row) -> StoredKey:
@@ -686,9 +756,6 @@ class KeyStore:
             self._dek_key = AeadKey(self._dek)
         return self._dek_key
 
-    def _wrap(self, plaintext: bytes, bound_to: bytes) -> bytes:
-        return self._dek_cipher().wrap(plaintext, bound_to)
-
     def _unwrap(self, blob: bytes, bound_to: bytes) -> bytes:
         return self._dek_cipher().unwrap(blob, bound_to)
 
@@ -717,6 +784,137 @@ class KeyStore:
 
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+
+class _NewKeys:
+    """Key rows for missing entities (sorted (digest, window, value) triples), made a slice at a time.
+
+    Randomness is drawn in bulk: one ``os.urandom`` for the call's keyLinks (UUID version 4), one per
+    slice for the keysets and one for the wrapping nonces. The keyLinks are handed out in sorted order,
+    like the digests, so each index of the key table is filled front to back (the order of two random
+    links says nothing). A PostgreSQL COPY streams the rows as they are made (:meth:`copy_stream`): the
+    database inserts one slice while the next is generated.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        group_id: str,
+        missing: list[tuple[str, int, str]],
+        window_ms: int,
+        policy_id: str | None,
+        expires_at: int | None,
+    ) -> None:
+        self.missing, self.group_id, self.window_ms = missing, group_id, window_ms
+        self.policy_id, self.expires_at, self.created_at = policy_id, expires_at, _now_ms()
+        self.cipher = store._dek_cipher()
+        self.links = sorted(_uuid4_strings(len(missing)))
+        self.blobs: list[bytes] = []
+        #: (entity, key) of each row, as if this call creates it
+        self.keys: list[tuple[tuple[str, int], StoredKey]] = []
+
+    def _make(self) -> int:
+        """Make the next slice of keys; returns where it starts (== len(missing) when all are made)."""
+        start = len(self.keys)
+        end = min(start + _SLICE, len(self.missing))
+        if start < end:
+            links = self.links[start:end]
+            keysets = _new_keysets(end - start)
+            self.blobs += self.cipher.wrap_many([k.to_secret_bytes() for k in keysets], [x.encode() for x in links])
+            p, e = self.policy_id, self.expires_at
+            self.keys += [
+                ((v, w), StoredKey(link, keyset, w, p, e, True))
+                for (_, w, v), link, keyset in zip(self.missing[start:end], links, keysets, strict=True)
+            ]
+        return start
+
+    def rows(self) -> list[tuple]:
+        """Every new row, in the key table's column order (:data:`_KEY_COLUMNS`)."""
+        while self._make() < len(self.missing):
+            pass
+        g, w_ms, p, e, now = self.group_id, self.window_ms, self.policy_id, self.expires_at, self.created_at
+        return [
+            (g, d, w, w + w_ms, link, blob, p, e, now)
+            for (d, w, _), link, blob in zip(self.missing, self.links, self.blobs, strict=True)
+        ]
+
+    def copy_stream(self, encoding: str) -> _CopyStream:
+        """A file-like object for ``COPY .. FROM STDIN (FORMAT binary)`` that makes the rows as they are read.
+
+        ``encoding``: the connection's client encoding (Python codec name), for the group and policy ids.
+        """
+        return _CopyStream(self, encoding)
+
+
+class _CopyStream:
+    """What psycopg2's ``copy_expert`` reads: PostgreSQL binary COPY data, one slice of new keys per read."""
+
+    _HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
+    _TRAILER = b"\xff\xff"
+
+    def __init__(self, keys: _NewKeys, encoding: str) -> None:
+        self.keys = keys
+        self.head = struct.pack(">h", len(_KEY_COLUMNS)) + _binary_field(keys.group_id, encoding)
+        self.tail = b"".join(_binary_field(v, encoding) for v in (keys.policy_id, keys.expires_at, keys.created_at))
+        self.state = "header"
+
+    def read(self, size: int = -1) -> bytes:
+        keys = self.keys
+        if self.state == "done":
+            return b""
+        start = keys._make()
+        if start == len(keys.missing):
+            self.state = "done"
+            return self._TRAILER
+        end = len(keys.keys)
+        head, tail, w_ms = self.head, self.tail, keys.window_ms
+        blobs = keys.blobs[start:end]
+        # a row: field count and group id, digest, window start and end, keyLink, wrapped keyset, the rest
+        pack = struct.Struct(f">{len(head)}si64siqiqi36si{len(blobs[0])}s{len(tail)}s").pack
+        parts = [self._HEADER] if self.state == "header" else []
+        self.state = "rows"
+        parts += [
+            pack(head, 64, d.encode(), 8, w, 8, w + w_ms, 36, link.encode(), len(blob), blob, tail)
+            for (d, w, _), link, blob in zip(keys.missing[start:end], keys.links[start:end], blobs, strict=True)
+        ]
+        return b"".join(parts)
+
+
+def _binary_field(value: str | int | None, encoding: str) -> bytes:
+    """One field of a binary COPY row: NULL, a bigint or a text value."""
+    if value is None:
+        return b"\xff\xff\xff\xff"
+    if isinstance(value, int):
+        return struct.pack(">iq", 8, value)
+    data = value.encode(encoding)
+    return struct.pack(">i", len(data)) + data
+
+
+_CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
+
+
+def _new_keysets(n: int) -> list[Keyset]:
+    """``n`` fresh keysets (what ``Keyset.generate`` makes) from two draws of randomness."""
+    ids = bytearray(os.urandom(4 * n))
+    ids[::4] = ids[::4].translate(_CLEAR_TOP_BIT)  # Tink draws key ids below 2^31 ...
+    key_ids = list(struct.unpack(f">{n}I", ids))
+    while 0 in key_ids:  # ... and never 0
+        key_ids[key_ids.index(0)] = secrets.randbits(31)
+    keys = os.urandom(64 * n)
+    return list(map(Keyset, key_ids, [keys[i : i + 64] for i in range(0, 64 * n, 64)]))
+
+
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant, 2 random bits kept
+
+
+def _uuid4_strings(n: int) -> list[str]:
+    """``n`` random UUIDs (version 4, as ``str(uuid.uuid4())``) from one draw of randomness."""
+    raw = os.urandom(16 * n).hex()
+    variant = _UUID_VARIANT
+    return [
+        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
+        for h in (raw[i : i + 32] for i in range(0, 32 * n, 32))
+    ]
 
 
 class _OpenedKek:

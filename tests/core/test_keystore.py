@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import multiprocessing as mp
+import os
+import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from airflow_provider_strm.core.errors import KeyStoreError
-from airflow_provider_strm.core.keystore import KeyStore, keys_table, new_kek
+from airflow_provider_strm.core.kek import AeadKey
+from airflow_provider_strm.core.keystore import KeyStore, _new_keysets, _uuid4_strings, keys_table, new_kek
 
 DAY = 86_400_000
 
@@ -83,16 +86,19 @@ def test_job_records_keep_the_state_history(sqlite_store: KeyStore) -> None:
     assert record["state"] == "FINISHED" and record["map_index"] == 3 and record["counters"] == {"rows_in": 1}
 
 
-def _race_worker(url: str, kek: str, entities: list[tuple[str, int]], barrier, queue) -> None:  # type: ignore[no-untyped-def]
+def _race_worker(url: str, kek: str, entities: list[tuple[str, int]], warm_up: bool, barrier, queue) -> None:  # type: ignore[no-untyped-def]
     store = KeyStore(url, kek)
     store.ensure_schema()
+    if warm_up:  # a call that creates all its keys: the next one inserts without looking up first
+        store.get_or_create("race", [(f"own-{uuid.uuid4()}", 0)])
     barrier.wait()
     keys = store.get_or_create("race", entities)
-    queue.put({f"{v}|{w}": (k.key_link, k.keyset.to_tink_json()) for (v, w), k in keys.items()})
+    queue.put({f"{v}|{w}": (k.key_link, k.keyset.to_tink_json(), k.created) for (v, w), k in keys.items()})
 
 
+@pytest.mark.parametrize("warm_up", [False, True], ids=["look-up-first", "insert-first"])
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_four_processes_creating_overlapping_keys_at_once_get_one_key_each(backend, request, tmp_path) -> None:
+def test_four_processes_creating_overlapping_keys_at_once_get_one_key_each(backend, warm_up, request, tmp_path) -> None:
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'race.db'}"
     kek = new_kek()
     KeyStore(url, kek).ensure_schema()
@@ -102,7 +108,7 @@ def test_four_processes_creating_overlapping_keys_at_once_get_one_key_each(backe
     sets = [
         [(f"v{i}", (i % 3) * DAY) for i in list(range(500)) + list(range(p * 1500, p * 1500 + 3000))] for p in range(4)
     ]
-    procs = [ctx.Process(target=_race_worker, args=(url, kek, s, barrier, queue)) for s in sets]
+    procs = [ctx.Process(target=_race_worker, args=(url, kek, s, warm_up, barrier, queue)) for s in sets]
     for p in procs:
         p.start()
     results = [queue.get(timeout=120) for _ in procs]
@@ -110,12 +116,15 @@ def test_four_processes_creating_overlapping_keys_at_once_get_one_key_each(backe
         p.join(timeout=60)
         assert p.exitcode == 0
     merged: dict[str, tuple[str, str]] = {}
+    creators: dict[str, int] = {}
     for result in results:
-        for entity, key in result.items():
-            assert merged.setdefault(entity, key) == key, f"two keys for {entity}"
+        for entity, (link, keyset, created) in result.items():
+            assert merged.setdefault(entity, (link, keyset)) == (link, keyset), f"two keys for {entity}"
+            creators[entity] = creators.get(entity, 0) + created
     expected = {f"{v}|{w}" for s in sets for v, w in s}
     assert set(merged) == expected
-    assert KeyStore(url, kek).count_keys("race") == len(expected)
+    assert set(creators.values()) == {1}, "each key is reported created by exactly one process"
+    assert KeyStore(url, kek).count_keys("race") == len(expected) + (4 if warm_up else 0)
 
 
 @pytest.mark.parametrize("raw_inserts", [True, False])
@@ -130,3 +139,68 @@ def test_both_insert_paths_create_each_missing_key_once(sqlite_store: KeyStore, 
     # what a fresh read of the store gives is what the creating call returned
     again = sqlite_store.keys_by_link([k.key_link for k in second.values()])
     assert all(again[k.key_link].keyset == k.keyset for k in second.values())
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_call_that_inserts_without_looking_up_returns_keys_another_store_made(backend, request, tmp_path) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'keys.db'}"
+    kek = new_kek()
+    mine, other = KeyStore(url, kek), KeyStore(url, kek)
+    assert all(k.created for k in mine.get_or_create("g", {(f"a{i}", 0) for i in range(300)}).values())
+    theirs = other.get_or_create("g", {(f"b{i}", 0) for i in range(200)})
+    # mine found nothing stored last time, so it inserts first: 200 of these 500 exist already
+    keys = mine.get_or_create("g", {(f"b{i}", 0) for i in range(500)})
+    assert {e for e, k in keys.items() if k.created} == {(f"b{i}", 0) for i in range(200, 500)}
+    assert all(keys[e].key_link == k.key_link and keys[e].keyset == k.keyset for e, k in theirs.items())
+    assert mine.count_keys("g") == 800
+    # now it looks up first again, and finds what it made
+    again = mine.get_or_create("g", [("a1", 0), ("b450", 0), ("c", 0)])
+    assert [again[e].created for e in [("a1", 0), ("b450", 0), ("c", 0)]] == [False, False, True]
+    assert again[("b450", 0)].keyset == keys[("b450", 0)].keyset
+
+
+def test_postgresql_rows_hold_what_the_creating_call_returned(pg_url: str) -> None:
+    store = KeyStore(pg_url, new_kek())
+    group, policy = "gr\toup\t\\ é", "pol\nicy"  # tab, newline, backslash, non-ASCII survive
+    keys = store.get_or_create(group, {(f"v{i}", 3 * DAY) for i in range(2500)}, policy_id=policy, expires_at=9 * DAY)
+    assert len(keys) == 2500 and all(k.created for k in keys.values())
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(keys_table)).all()
+    assert len(rows) == 2500
+    assert {(r.group_id, r.window_start, r.window_end, r.policy_id, r.expires_at) for r in rows} == {
+        (group, 3 * DAY, 4 * DAY, policy, 9 * DAY)
+    }
+    assert {r.key_digest for r in rows} == {store.digest(group, v) for v, _ in keys}
+    stored = store.keys_by_link(k.key_link for k in keys.values())
+    assert all(stored[k.key_link].keyset == k.keyset for k in keys.values())
+    assert all((k.policy_id, k.expires_at, k.window_start) == (policy, 9 * DAY, 3 * DAY) for k in keys.values())
+    # and a look-up returns the same keys, not created
+    again = KeyStore(pg_url, store.kek).get_or_create(group, list(keys)[:100], policy_id=policy)
+    assert all(not k.created and k.keyset == keys[e].keyset for e, k in again.items())
+
+
+def test_new_key_links_are_random_version_4_uuids() -> None:
+    links = _uuid4_strings(5000)
+    assert len(set(links)) == 5000
+    for link in links:
+        parsed = uuid.UUID(link)
+        assert str(parsed) == link and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # the random bits are all used: every hex digit position but the version takes several values
+    assert all(len({link[i] for link in links}) > 1 for i in range(36) if i not in (8, 13, 14, 18, 23))
+
+
+def test_new_keysets_have_tink_key_ids_and_64_random_bytes() -> None:
+    keysets = _new_keysets(5000)
+    assert all(0 < k.key_id < 2**31 and len(k.key_bytes) == 64 for k in keysets)
+    assert len({k.key_bytes for k in keysets}) == 5000 and len({k.key_id for k in keysets}) > 4990
+    assert max(k.key_id for k in keysets) > 2**30  # the top bit that is kept is random
+
+
+def test_keys_wrapped_in_bulk_open_only_under_their_own_key_link() -> None:
+    cipher = AeadKey(os.urandom(32))
+    secrets_, links = [os.urandom(68) for _ in range(50)], [str(uuid.uuid4()).encode() for _ in range(50)]
+    blobs = cipher.wrap_many(secrets_, links)
+    assert [cipher.unwrap(b, link) for b, link in zip(blobs, links, strict=True)] == secrets_
+    assert len({b[1:13] for b in blobs}) == 50  # a fresh nonce each
+    with pytest.raises(KeyStoreError, match="does not open"):
+        cipher.unwrap(blobs[0], links[1])
