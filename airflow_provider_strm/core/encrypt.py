@@ -31,7 +31,7 @@ from airflow_provider_strm.core.columnar import (
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import encrypt_columns, encrypt_grouped
+from airflow_provider_strm.core.crypto import Keyset, encrypt_columns, encrypt_grouped
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, ArrowRecordChunk, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.formats import record_writer
@@ -122,6 +122,7 @@ class EncryptJob(BatchJob):
         self._key_cache: LruCache[tuple[str, int], StoredKey] = LruCache(key_cache_size)
         self._subjects_linked: set[tuple[str, str]] = set()
         self._subjects_held: set[tuple[str, str]] = set()
+        self._planned: dict[int, tuple[list[str], dict[tuple[str, int], StoredKey]]] = {}
         self._stamps: tuple[int, np.ndarray | list[int]] | None = None
 
     def encrypted_path(self) -> str:
@@ -209,16 +210,25 @@ class EncryptJob(BatchJob):
 
         Byte-identical to the record-by-record path (tested); unchanged columns are never converted.
         """
-        columns = [as_array(c) for c in chunk.table.columns]
+        plan, keys = self._resolve_keys(chunk, result)
+        out = self._encrypt_planned(chunk, plan)
+        result.rows_out += len(chunk)
+        return out, plan.links, keys
+
+    def _resolve_keys(
+        self, chunk: ArrowRecordChunk, result: JobResult
+    ) -> tuple[_ChunkKeys, dict[tuple[str, int], StoredKey]]:
+        """Each record's entity (key-field value, UTC day) and every entity's key; data subjects linked."""
+        table = chunk.table
         n = len(chunk)
         kept = self._stamps
         if kept is not None and kept[0] == chunk.first_row and len(kept[1]) == n and isinstance(kept[1], np.ndarray):
             stamps = kept[1]
         else:
-            stamps = self.parser.parse_array(columns[self._ts_idx])
+            stamps = self.parser.parse_array(as_array(table.column(self._ts_idx)))
         windows = stamps - stamps % DAY_MS
-        # entities (key-field value, window), numbered in order of first appearance
-        key_values, key_codes = distinct(columns[self._key_idx])
+        # entities numbered in order of first appearance
+        key_values, key_codes = distinct(as_array(table.column(self._key_idx)))
         window_values, window_codes = np.unique(windows, return_inverse=True)
         first, entity_of = groups_in_order(key_codes * len(window_values) + window_codes.reshape(-1))
         entities = [(key_values[k], w) for k, w in zip(key_codes[first].tolist(), windows[first].tolist(), strict=True)]
@@ -226,10 +236,19 @@ class EncryptJob(BatchJob):
         used = [keys[e] for e in entities]
         links = [stored.key_link for stored in used]
         if self._subject_idx is not None:
-            subjects, subject_codes = distinct(columns[self._subject_idx])
+            subjects, subject_codes = distinct(as_array(table.column(self._subject_idx)))
             pairs, _ = groups_in_order(subject_codes * len(entities) + entity_of)
             subject_of, entity_at = subject_codes[pairs].tolist(), entity_of[pairs].tolist()
             self._link_subjects({(subjects[s], links[e]) for s, e in zip(subject_of, entity_at, strict=True)})
+        if self.checks.rules:
+            self.checks.observe(chunk.columns)
+        return _ChunkKeys(stamps, entity_of, links, [stored.keyset for stored in used]), keys
+
+    def _encrypt_planned(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> list:
+        """The output columns of a chunk whose keys are resolved: PII encrypted, strmMeta appended."""
+        columns = [as_array(c) for c in chunk.table.columns]
+        n = len(chunk)
+        entity_of = plan.entity_of
         # each distinct (entity, value) of each PII column is encrypted once, one cipher per entity
         owners: list[np.ndarray] = []
         plain: list[bytes] = []
@@ -244,9 +263,7 @@ class EncryptJob(BatchJob):
         if owners:
             owner = np.concatenate(owners)
             order = np.argsort(owner, kind="stable")
-            done = encrypt_grouped(
-                owner[order].tolist(), [plain[j] for j in order.tolist()], [stored.keyset for stored in used]
-            )
+            done = encrypt_grouped(owner[order].tolist(), [plain[j] for j in order.tolist()], plan.keysets)
             position = np.empty(len(order), dtype=np.int64)
             position[order] = np.arange(len(order), dtype=np.int64)
             start = 0
@@ -261,15 +278,12 @@ class EncryptJob(BatchJob):
         out += [
             repeat(self.contract_ref, n),
             repeat("0", n),
-            pa.array(stamps, type=pa.int64()).cast(pa.string()),
-            gather(links, entity_of),
+            pa.array(plan.stamps, type=pa.int64()).cast(pa.string()),
+            gather(plan.links, entity_of),
             repeat(None, n),
             consent,
         ]
-        if self.checks.rules:
-            self.checks.observe(chunk.columns)
-        result.rows_out += n
-        return out, links, keys
+        return out
 
     def restore(self, state: dict[str, object]) -> None:
         # the keys file lists each key once: the keys already written by the committed parts stay "seen"
@@ -303,7 +317,21 @@ class EncryptJob(BatchJob):
             self.consent_function, self.job_id, self._key_cache.size,
         )  # fmt: skip
 
-    def work_on_chunk(self, chunk: RecordChunk) -> _EncryptedChunk:
+    def prepare_chunk(self, chunk: RecordChunk, result: JobResult) -> object:
+        """Parent side: a valid Arrow chunk gets its keys here (one key cache, one key-store writer for the
+        whole file); the worker process then only encrypts and encodes it. Any other chunk goes as it is."""
+        if not isinstance(chunk, ArrowRecordChunk) or self.consent_function is not None or self.validate_chunk(chunk):
+            return chunk
+        plan, keys = self._resolve_keys(chunk, result)
+        self._planned[chunk.first_row] = (plan.links, keys)
+        return _PlannedChunk(chunk, plan)
+
+    def work_on_chunk(self, chunk: RecordChunk | _PlannedChunk) -> _EncryptedChunk:
+        if isinstance(chunk, _PlannedChunk):
+            data = self._writer.encode_columns(self._encrypt_planned(chunk.chunk, chunk.plan))
+            none = FileChecks((), self._header, self.parser)
+            return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row)
+        first_row = chunk.first_row
         chunk, bad, counts = self.split_chunk(chunk)
         self.checks = FileChecks(self.config.validations, self._header, self.parser)
         data, keys_rows = b"", []
@@ -314,7 +342,7 @@ class EncryptJob(BatchJob):
             by_link = {stored.key_link: stored for stored in keys.values()}
             keys_rows = key_rows([by_link[link] for link in self._keys_seen.first_seen(links)])
         return _EncryptedChunk(
-            bad, data, counts.rows_out, keys_rows, counts.keys_created, counts.keys_reused, self.checks
+            bad, data, counts.rows_out, keys_rows, counts.keys_created, counts.keys_reused, self.checks, first_row
         )
 
     def absorb(self, done: object, result: JobResult) -> None:
@@ -327,6 +355,11 @@ class EncryptJob(BatchJob):
         result.keys_created += done.keys_created
         result.keys_reused += done.keys_reused
         self.checks.merge(done.checks)
+        planned = self._planned.pop(done.first_row, None)
+        if planned is not None:  # keys resolved here (prepare_chunk): listed in file order, as one process does
+            if self._keys_writer is not None:
+                self._write_keys(*planned)
+            return
         if self._keys_writer is not None and done.keys:
             by_link = {row[0]: row for row in done.keys}
             new = [by_link[link] for link in self._keys_seen.first_seen(row[0] for row in done.keys)]
@@ -482,6 +515,24 @@ class _EncryptWorkerSpec(WorkerSpec):
 
 
 @dataclass(frozen=True)
+class _ChunkKeys:
+    """A chunk's keys as the job resolved them. ``keysets`` is secret: it only crosses a local pipe."""
+
+    stamps: np.ndarray  # each record's timestamp, epoch ms
+    entity_of: np.ndarray  # each record's entity number (entities in order of first appearance)
+    links: list[str]  # each entity's key link
+    keysets: list[Keyset]  # each entity's keyset
+
+
+@dataclass(frozen=True)
+class _PlannedChunk:
+    """A valid Arrow chunk with its keys, for a worker process to encrypt and encode."""
+
+    chunk: ArrowRecordChunk
+    plan: _ChunkKeys
+
+
+@dataclass(frozen=True)
 class _EncryptedChunk:
     """A chunk processed by a worker: everything the parent writes or counts, in file order."""
 
@@ -492,3 +543,4 @@ class _EncryptedChunk:
     keys_created: int
     keys_reused: int
     checks: FileChecks
+    first_row: int

@@ -200,6 +200,10 @@ class BatchJob:
             chunk = chunk.without({b.row for b in bad})
         return chunk, bad, JobResult(self.job_id, "RUNNING", self.kind, self.group_id, self.input_name)
 
+    def prepare_chunk(self, chunk: RecordChunk, result: JobResult) -> object:
+        """Parent side, in file order, before a worker takes the chunk: what to send it (default: the chunk)."""
+        return chunk
+
     def absorb(self, done: object, result: JobResult) -> None:
         """Parent side, in file order: write and count what :meth:`work_on_chunk` returned."""
         raise NotImplementedError
@@ -217,7 +221,7 @@ class BatchJob:
         last_progress = time.monotonic()
         for chunk in reader.chunks():
             result.rows_in += len(chunk) + len(chunk.bad)
-            in_flight.append(self._pool.submit(_work_on_chunk, chunk))
+            in_flight.append(self._pool.submit(_work_on_chunk, self.prepare_chunk(chunk, result)))
             while len(in_flight) > 2 * self.workers:  # bounded: memory stays flat
                 self.absorb(in_flight.popleft().result(), result)
                 _release_arrow_memory()
