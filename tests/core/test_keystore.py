@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import multiprocessing as mp
 import os
 import uuid
@@ -204,3 +205,18 @@ def test_keys_wrapped_in_bulk_open_only_under_their_own_key_link() -> None:
     assert len({b[1:13] for b in blobs}) == 50  # a fresh nonce each
     with pytest.raises(KeyStoreError, match="does not open"):
         cipher.unwrap(blobs[0], links[1])
+
+
+def test_a_key_call_leaves_the_garbage_collector_as_it_found_it(sqlite_store: KeyStore) -> None:
+    assert gc.isenabled()
+    sqlite_store.get_or_create("g", [("a", 0)])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        sqlite_store.get_or_create("g", [("b", 0)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(TypeError):
+        sqlite_store.get_or_create("g", [("c", "day one")])  # type: ignore[list-item]  # fails mid-call
+    assert gc.isenabled()
