@@ -201,6 +201,123 @@ def encrypt_columns(
     return outs
 
 
+def decrypt_columns(
+    links: Sequence[str],
+    columns: Sequence[Sequence[str]],
+    keysets: Mapping[str, Keyset],
+    wanted: Sequence[tuple[int, ...]],
+) -> tuple[list[list[str]], dict[int, tuple[int, DecryptionError]]]:
+    """Decrypt whole columns: in row ``i``, the columns ``wanted[i]`` (ascending indexes into ``columns``).
+
+    Returns the columns with those values decrypted (every other value as given; empty values stay
+    empty) and the rows that failed: row → (first failing column of ``wanted[i]``, the error
+    :meth:`DeterministicCipher.decrypt` raises, or "no key" when ``links[i]`` has no keyset). A failed
+    row's other values are not to be used. Rows are grouped by key, so each key's cipher exists once
+    and only while its rows are decrypted; deterministic encryption means a ciphertext repeated under
+    one key (a session's user id, say) is decrypted once.
+    """
+    rows_of: dict[str, list[int]] = {}
+    for i, link in enumerate(links):
+        if wanted[i]:
+            rows = rows_of.get(link)
+            if rows is None:
+                rows_of[link] = [i]
+            else:
+                rows.append(i)
+    outs = [list(column) for column in columns]
+    errors: dict[int, tuple[int, DecryptionError]] = {}
+    a2b, pack, no_ad = binascii.a2b_base64, struct.pack, _NO_AD
+    for link, rows in rows_of.items():
+        keyset = keysets.get(link)
+        if keyset is None:
+            for i in rows:
+                col = next((c for c in wanted[i] if columns[c][i] != ""), None)
+                if col is not None:
+                    errors[i] = (col, DecryptionError(f"no key for keyLink {link}"))
+            continue
+        needs = wanted[rows[0]]
+        by_needs = {needs: rows}
+        if len(rows) > 1 and any(wanted[i] != needs for i in rows):
+            by_needs = {}
+            for i in rows:
+                by_needs.setdefault(wanted[i], []).append(i)
+        siv_decrypt = AESSIV(keyset.key_bytes).decrypt
+        prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
+        memo = {"": ""}
+        for needs, rows_needing in by_needs.items():
+            for col in needs:  # in order: a row's error is that of its first failing column
+                column, out = columns[col], outs[col]
+                for i in rows_needing:
+                    value = column[i]
+                    plain = memo.get(value)
+                    if plain is None:
+                        try:  # DeterministicCipher.decrypt's steps, without building its errors
+                            raw = a2b(value, strict_mode=True)
+                            if len(raw) >= 5 + 16 and raw[:5] == prefix:
+                                plain = siv_decrypt(raw[5:], no_ad).decode("utf-8")
+                        except (binascii.Error, ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
+                            pass
+                        if plain is None:
+                            if i not in errors:
+                                errors[i] = (col, _decrypt_error(keyset, value))
+                            continue
+                        memo[value] = plain
+                    out[i] = plain
+    return outs, errors
+
+
+def _decrypt_error(keyset: Keyset, ciphertext: str) -> DecryptionError:
+    """The error :meth:`DeterministicCipher.decrypt` raises for a ciphertext that failed a faster path."""
+    try:
+        keyset.cipher().decrypt(ciphertext)
+    except DecryptionError as exc:
+        return exc
+    raise AssertionError("a ciphertext failed to decrypt only on the column path")  # pragma: no cover
+
+
+def decrypt_grouped(
+    owners: Sequence[int], values: Sequence[bytes], keysets: Sequence[Keyset | None]
+) -> tuple[list[bytes], dict[int, DecryptionError | None]]:
+    """Plaintexts (UTF-8 bytes) of (owner, ciphertext) pairs: ``values[i]`` under ``keysets[owners[i]]``.
+
+    The pairs come grouped by owner (equal owners adjacent), so each key's cipher is made once and
+    dropped before the next key's; give each distinct pair once. Empty values stay empty. A value
+    that does not decrypt gives ``b""`` and, by position, the error :meth:`DeterministicCipher.decrypt`
+    raises for it, or None if its owner has no keyset (the caller names the missing key).
+    """
+    out: list[bytes] = []
+    append = out.append
+    failed: dict[int, DecryptionError | None] = {}
+    a2b, pack, no_ad = binascii.a2b_base64, struct.pack, _NO_AD
+    current, keyset, siv_decrypt, prefix = -1, None, None, b""
+    for i, (owner, value) in enumerate(zip(owners, values, strict=True)):
+        if not value:
+            append(b"")
+            continue
+        if owner != current:
+            current, keyset = owner, keysets[owner]
+            if keyset is not None:
+                siv_decrypt = AESSIV(keyset.key_bytes).decrypt
+                prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
+        if keyset is None:
+            append(b"")
+            failed[i] = None
+            continue
+        try:  # DeterministicCipher.decrypt's steps, without building its errors
+            raw = a2b(value, strict_mode=True)
+            if len(raw) >= 5 + 16 and raw[:5] == prefix:
+                plain = siv_decrypt(raw[5:], no_ad)  # type: ignore[misc]
+                if not plain.isascii():
+                    plain.decode("utf-8")
+                append(plain)
+                continue
+        except (binascii.Error, ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
+            pass
+        append(b"")
+        failed[i] = _decrypt_error(keyset, value.decode("utf-8", "surrogateescape"))
+    return out, failed
+
+
 def encrypt_grouped(owners: Sequence[int], values: Sequence[bytes], keysets: Sequence[Keyset]) -> list[bytes]:
     """Base64 ciphertexts (bytes) of distinct (owner, value) pairs: ``values[i]`` (UTF-8) under ``keysets[owners[i]]``.
 

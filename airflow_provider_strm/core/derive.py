@@ -14,15 +14,28 @@ never an empty or garbage value.
 from __future__ import annotations
 
 import io
+from array import array
+from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import accumulate, compress
 from pathlib import PurePosixPath
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_strm.core.config import BatchJobConfig, DerivedDataConfig
 from airflow_provider_strm.core.consent import parse_consent_value
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import Keyset
-from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, CsvRecordWriter, RecordChunk
+from airflow_provider_strm.core.crypto import Keyset, decrypt_columns, decrypt_grouped
+from airflow_provider_strm.core.csvio import (
+    DEFAULT_CHUNK_ROWS,
+    ArrowRecordChunk,
+    BadRow,
+    CsvRecordWriter,
+    RecordChunk,
+)
 from airflow_provider_strm.core.errors import ConfigError, DecryptionError
 from airflow_provider_strm.core.formats import record_writer
 from airflow_provider_strm.core.job import (
@@ -46,6 +59,7 @@ SecretResolver = Callable[[str], bytes]
 
 _LINK = "strmMeta.keyLink"
 _CONSENT = "strmMeta.consentLevels"
+_CONSENT_KINDS = 4096  # distinct consent values remembered per job (a file has a handful)
 
 
 def key_store_lookup(store: KeyStore) -> KeyLookup:
@@ -123,6 +137,7 @@ class DeriveJob(BatchJob):
         self.targets: list[_Target] = []
         # keys read once per job, not once per chunk; bounded so memory stays flat
         self._key_cache: LruCache[str, Keyset] = LruCache(KEY_CACHE_SIZE)
+        self._consent_kinds: dict[str, _ConsentKind | None] = {}
 
     # ------------------------------------------------------------------ BatchJob hooks
 
@@ -148,6 +163,8 @@ class DeriveJob(BatchJob):
                         masks[header.index(name)] = masker
             path = target.target.output_path(self.naming_path, derived_name(target))
             self.targets.append(_Target(target, path, frozenset(decrypt), masks))
+        #: the columns some output decrypts
+        self._decrypted = sorted(set().union(*(t.decrypt for t in self.targets)))
 
     def _masker(self, target: DerivedDataConfig) -> Masker:
         masked = target.masked_fields
@@ -165,42 +182,31 @@ class DeriveJob(BatchJob):
     def validate_chunk(self, chunk: RecordChunk) -> list[BadRow]:
         """Decrypt what any output needs; records whose consent or ciphertexts cannot be read are bad.
 
-        Plaintexts are kept (by row number) for :meth:`process_chunk`, so each value is decrypted once
-        however many outputs show it.
+        Plaintexts are kept for :meth:`process_chunk`, so each value is decrypted once however many
+        outputs show it; consent is read once per distinct value. A chunk Arrow parsed is worked on
+        whole columns at a time (:class:`_ArrowRecords`), any other record by record
+        (:class:`_ListRecords`); both give the same outputs (tested).
         """
-        columns = chunk.columns
-        links = columns[self._link_idx]
-        bad: list[BadRow] = []
-        self._levels: dict[int, tuple[int, ...]] = {}
-        for i, (value, row) in enumerate(zip(columns[self._consent_idx], chunk.rows, strict=True)):
-            levels = parse_consent_value(value)
-            if levels is None:
-                bad.append(BadRow(row, "unreadable strmMeta.consentLevels", chunk.record_text(i), _CONSENT))
-            else:
-                self._levels[row] = levels
-        keysets = self._keysets(set(links))
-        # one cipher per key of this chunk only (an AES-SIV object holds ~4 KB of OpenSSL state)
-        ciphers = {link: ks.cipher() for link, ks in keysets.items()}
-        self._gone = self._removed({link for link in links if link not in ciphers})
-        self._plain: dict[tuple[int, int], str] = {}
-        for i, row in enumerate(chunk.rows):
-            levels = self._levels.get(row)
-            if levels is None or links[i] in self._gone:
-                continue
-            needed = set().union(*(t.decrypt for t in self.targets if t.admits(levels)))
-            for col in sorted(needed):
-                value = columns[col][i]
-                if value == "":
-                    continue
-                cipher = ciphers.get(links[i])
-                try:
-                    if cipher is None:
-                        raise DecryptionError(f"no key for keyLink {links[i]}")
-                    self._plain[(col, row)] = cipher.decrypt(value)
-                except DecryptionError as exc:
-                    bad.append(BadRow(row, f"cannot decrypt: {exc}", chunk.record_text(i), self._header[col]))
-                    break
-        return bad
+        table = _table_of(chunk)
+        self._derived: _ArrowRecords | _ListRecords
+        self._derived = _ListRecords(self, chunk) if table is None else _ArrowRecords(self, chunk, table)
+        return self._derived.bad
+
+    def _consent_kind(self, value: str) -> _ConsentKind | None:
+        """What a ``strmMeta.consentLevels`` value means for the outputs (None: unreadable), once per value."""
+        try:
+            return self._consent_kinds[value]
+        except KeyError:
+            pass
+        levels = parse_consent_value(value)
+        kind = None
+        if levels is not None:
+            admits = tuple(t.admits(levels) for t in self.targets)
+            needed = set().union(*(t.decrypt for t, ok in zip(self.targets, admits, strict=True) if ok))
+            kind = _ConsentKind(admits, tuple(self._decrypted.index(col) for col in sorted(needed)))
+        if len(self._consent_kinds) < _CONSENT_KINDS:
+            self._consent_kinds[value] = kind
+        return kind
 
     def _keysets(self, links: set[str]) -> dict[str, Keyset]:
         """The keys of these links: from the job's cache, else in one lookup (absent: unknown or removed)."""
@@ -220,27 +226,16 @@ class DeriveJob(BatchJob):
         return out
 
     def process_chunk(self, chunk: RecordChunk, result: JobResult) -> None:
-        columns, rows = chunk.columns, chunk.rows
-        links = columns[self._link_idx]
-        for link in links:
-            reason = self._gone.get(link)
-            if reason is not None:
-                result.excluded_by_reason[reason] = result.excluded_by_reason.get(reason, 0) + 1
-        for target in self.targets:
-            keep = [i for i, row in enumerate(rows) if links[i] not in self._gone and target.admits(self._levels[row])]
-            target.excluded += len(chunk) - len(keep)
-            out: list[list[str]] = []
-            for col, values in enumerate(columns):
-                if col in target.decrypt:
-                    kept = [self._plain.get((col, rows[i]), values[i]) for i in keep]
-                else:
-                    kept = [values[i] for i in keep]
-                if col in target.masks:
-                    kept = self._mask(kept, target.masks[col], plain=col not in self._pii or col in target.decrypt)
-                out.append(kept)
+        """Write each output's records of the validated chunk (``chunk`` is it, or it minus its bad records)."""
+        derived = self._derived
+        for reason, count in derived.excluded_by_reason(chunk).items():
+            result.excluded_by_reason[reason] = result.excluded_by_reason.get(reason, 0) + count
+        for t, target in enumerate(self.targets):
+            columns, kept = derived.output(t, chunk)
+            target.excluded += len(chunk) - kept
             assert target.writer is not None
-            target.writer.write_columns(out)
-            target.rows_out += len(keep)
+            target.writer.write_columns(columns)
+            target.rows_out += kept
 
     # ------------------------------------------------------------------ worker processes
 
@@ -321,11 +316,254 @@ class DeriveJob(BatchJob):
             return {}
         return self.key_store.removed(links)
 
-    @staticmethod
-    def _mask(values: list[str], masker: Masker, *, plain: bool) -> list[str]:
-        if not plain:
-            return values  # a PII field outside the consent stays ciphertext, masked or not
-        return [masker(v) if v != "" else v for v in values]
+
+@dataclass(frozen=True, slots=True)
+class _ConsentKind:
+    """What one ``strmMeta.consentLevels`` value means: which outputs admit the record, what they decrypt."""
+
+    admits: tuple[bool, ...]  # per output
+    decrypt: tuple[int, ...]  # positions in DeriveJob._decrypted, ascending
+
+
+def _table_of(chunk: RecordChunk) -> pa.Table | None:
+    """The Arrow table of a chunk Arrow parsed (whose Python lists are only made when asked for)."""
+    return chunk.table if isinstance(chunk, ArrowRecordChunk) else None
+
+
+def _mask(values: list[str], masker: Masker) -> list[str]:
+    """Each non-empty value hashed; a repeated value is hashed once."""
+    hashed = {v: masker(v) for v in set(values) if v != ""}
+    return [hashed.get(v, v) for v in values]
+
+
+def _mask_array(values: pa.Array, masker: Masker) -> pa.Array:
+    """:func:`_mask` of an Arrow column: each distinct value hashed once."""
+    encoded = values.dictionary_encode()
+    hashed = _mask(encoded.dictionary.to_pylist(), masker)
+    return _utf8([v.encode("utf-8") for v in hashed]).take(encoded.indices)
+
+
+class _ListRecords:
+    """A validated chunk held as Python lists (any reader), decrypted record by record, grouped by key."""
+
+    def __init__(self, job: DeriveJob, chunk: RecordChunk) -> None:
+        self.job = job
+        self.chunk = chunk
+        columns = chunk.columns
+        self.links = links = columns[job._link_idx]
+        self.kinds = kinds = [job._consent_kind(value) for value in columns[job._consent_idx]]
+        self.bad = [
+            BadRow(chunk.rows[i], "unreadable strmMeta.consentLevels", chunk.record_text(i), _CONSENT)
+            for i, kind in enumerate(kinds)
+            if kind is None
+        ]
+        keysets = job._keysets(set(links))
+        self.gone = gone = job._removed({link for link in links if link not in keysets})
+        wanted = [() if k is None or link in gone else k.decrypt for k, link in zip(kinds, links, strict=True)]
+        plain, failed = decrypt_columns(links, [columns[col] for col in job._decrypted], keysets, wanted)
+        for i, (pos, exc) in sorted(failed.items()):
+            field = job._header[job._decrypted[pos]]
+            self.bad.append(BadRow(chunk.rows[i], f"cannot decrypt: {exc}", chunk.record_text(i), field))
+        self.plain = dict(zip(job._decrypted, plain, strict=True))
+
+    def _positions(self, chunk: RecordChunk) -> list[int]:
+        """Where each record of ``chunk`` (the validated chunk, or it minus bad records) is in the validated one."""
+        if chunk is self.chunk:
+            return list(range(len(chunk)))
+        position = {row: i for i, row in enumerate(self.chunk.rows)}
+        return [position[row] for row in chunk.rows]
+
+    def excluded_by_reason(self, chunk: RecordChunk) -> Counter[str]:
+        gone = self.gone
+        if not gone:
+            return Counter()
+        links = self.links
+        return Counter(gone[links[i]] for i in self._positions(chunk) if links[i] in gone)
+
+    def output(self, t: int, chunk: RecordChunk) -> tuple[list[list[str]], int]:
+        """Output ``t``'s columns of the records of ``chunk`` it keeps, and how many it keeps."""
+        job, target, gone, links, kinds = self.job, self.job.targets[t], self.gone, self.links, self.kinds
+        keep = [i for i in self._positions(chunk) if kinds[i].admits[t] and links[i] not in gone]  # type: ignore[union-attr]
+        out: list[list[str]] = []
+        for col, values in enumerate(self.chunk.columns):
+            masker = target.masks.get(col)
+            if col in target.decrypt:
+                values = self.plain[col]
+            elif col in job._pii:
+                masker = None  # a PII field outside the consent stays ciphertext, masked or not
+            kept = [values[i] for i in keep]
+            out.append(kept if masker is None else _mask(kept, masker))
+        return out, len(keep)
+
+
+class _ArrowRecords:
+    """A validated chunk Arrow parsed, worked on whole columns at a time.
+
+    Python runs once per distinct consent value, key and (key, ciphertext) pair, not once per
+    record; columns no output changes are only taken from the chunk's table, never converted.
+    Arrays are built from buffers, not with ``pa.array``, which imports pandas (seconds) to check
+    whether a list is a pandas object.
+    """
+
+    def __init__(self, job: DeriveJob, chunk: RecordChunk, table: pa.Table) -> None:
+        self.job = job
+        self.chunk = chunk
+        self.table = table
+        self.n = table.num_rows
+        links = _whole(table.column(job._link_idx)).dictionary_encode()
+        self.link_names: list[str] = links.dictionary.to_pylist()
+        self.link_codes: pa.Array = links.indices
+        consents = _whole(table.column(job._consent_idx)).dictionary_encode()
+        self.kinds = kinds = [job._consent_kind(value) for value in consents.dictionary.to_pylist()]
+        self.consent_codes: pa.Array = consents.indices
+        self.bad: list[BadRow] = []
+        if None in kinds:
+            unreadable = self._by_consent([kind is None for kind in kinds])
+            for i in pc.indices_nonzero(unreadable).to_pylist():
+                self.bad.append(
+                    BadRow(chunk.rows[i], "unreadable strmMeta.consentLevels", chunk.record_text(i), _CONSENT)
+                )
+        keysets = job._keysets(set(self.link_names))
+        self.gone = gone = job._removed({link for link in self.link_names if link not in keysets})
+        self.kept_keys: pa.Array | None = None  # records whose key was not removed (None: all)
+        if gone:
+            self.kept_keys = _bools([link not in gone for link in self.link_names]).take(self.link_codes)
+        needing = []  # per decrypted column, the records that need it decrypted
+        for pos in range(len(job._decrypted)):
+            needs = self._by_consent([kind is not None and pos in kind.decrypt for kind in kinds])
+            needing.append(needs if self.kept_keys is None else pc.and_(needs, self.kept_keys))
+        plain, failed = self._decrypt(needing, [keysets.get(link) for link in self.link_names])
+        self.plain = dict(zip(job._decrypted, plain, strict=True))
+        for i, (pos, exc) in sorted(failed.items()):
+            field = job._header[job._decrypted[pos]]
+            self.bad.append(BadRow(chunk.rows[i], f"cannot decrypt: {exc}", chunk.record_text(i), field))
+
+    def _by_consent(self, per_consent: list[bool]) -> pa.Array:
+        """A record mask from a flag per distinct consent value."""
+        return _bools(per_consent).take(self.consent_codes)
+
+    def _decrypt(
+        self, needing: list[pa.Array], keysets: list[Keyset | None]
+    ) -> tuple[list[pa.Array], dict[int, tuple[int, DecryptionError]]]:
+        """Each decrypted column whole (values not needed as they are), and the failed records.
+
+        The needed values of every column are pooled, so each distinct (key, ciphertext) pair is
+        decrypted once, in key order (one cipher per key), whichever column it came from.
+        """
+        columns = [_whole(self.table.column(col)) for col in self.job._decrypted]
+        rows = [pc.indices_nonzero(needs) for needs in needing]
+        if sum(len(at) for at in rows) == 0:
+            return columns, {}
+        values = pa.concat_arrays([column.take(at) for column, at in zip(columns, rows, strict=True)])
+        owners = pa.concat_arrays([self.link_codes.take(at) for at in rows]).cast(pa.int64())
+        ciphertexts = values.dictionary_encode()
+        distinct = _int64s([len(ciphertexts.dictionary)])[0]
+        pairs = pc.add(pc.multiply(owners, distinct), ciphertexts.indices.cast(pa.int64())).dictionary_encode()
+        in_order = pc.sort_indices(pairs.dictionary)  # by owner: one key's pairs are adjacent
+        ordered = pairs.dictionary.take(in_order)
+        pair_owners = pc.divide(ordered, distinct)
+        pair_values = ciphertexts.dictionary.take(pc.subtract(ordered, pc.multiply(pair_owners, distinct)))
+        plains, errors = decrypt_grouped(pair_owners.to_pylist(), pair_values.cast(pa.binary()).to_pylist(), keysets)
+        where = pc.sort_indices(in_order).take(pairs.indices)  # each pooled value's place in plains
+        pooled = _utf8(plains).take(where)
+        out: list[pa.Array] = []
+        failed: dict[int, tuple[int, DecryptionError]] = {}
+        if errors:  # rare: find the records of the pairs that failed, each at its first failing column
+            starts = list(accumulate((len(at) for at in rows), initial=0))
+            failing = pc.is_in(where.cast(pa.int64()), value_set=_int64s(sorted(errors)))
+            for k in pc.indices_nonzero(failing).to_pylist():
+                pos = bisect_right(starts, k) - 1
+                i, j = rows[pos][k - starts[pos]].as_py(), where[k].as_py()
+                if i not in failed:
+                    link = self.link_names[pair_owners[j].as_py()]
+                    failed[i] = (pos, errors[j] or DecryptionError(f"no key for keyLink {link}"))
+        start = 0
+        for column, needs, at in zip(columns, needing, rows, strict=True):
+            if len(at):  # a failed record's value is "" here; it is not written
+                column = pc.replace_with_mask(column, needs, pooled.slice(start, len(at)))
+            out.append(column)
+            start += len(at)
+        return out, failed
+
+    def _present(self, chunk: RecordChunk) -> pa.Array | None:
+        """Which validated records ``chunk`` holds (None: all of them)."""
+        if chunk is self.chunk:
+            return None
+        first, held = self.chunk.first_row, [False] * self.n
+        for row in chunk.rows:
+            held[row - first] = True
+        return _bools(held)
+
+    def excluded_by_reason(self, chunk: RecordChunk) -> Counter[str]:
+        if self.kept_keys is None:
+            return Counter()
+        rows = pc.invert(self.kept_keys)
+        present = self._present(chunk)
+        if present is not None:
+            rows = pc.and_(rows, present)
+        counts: Counter[str] = Counter()
+        for item in pc.value_counts(self.link_codes.filter(rows)).to_pylist():
+            counts[self.gone[self.link_names[item["values"]]]] += item["counts"]
+        return counts
+
+    def output(self, t: int, chunk: RecordChunk) -> tuple[list[pa.Array], int]:
+        """Output ``t``'s columns of the records of ``chunk`` it keeps, and how many it keeps."""
+        job, target = self.job, self.job.targets[t]
+        keep = self._by_consent([kind is not None and kind.admits[t] for kind in self.kinds])
+        for also in (self.kept_keys, self._present(chunk)):
+            if also is not None:
+                keep = pc.and_(keep, also)
+        indices = pc.indices_nonzero(keep)
+        kept = len(indices)
+        every = kept == self.n
+        unchanged = {
+            col: n
+            for n, col in enumerate(
+                c
+                for c in range(len(job._header))
+                if c not in target.decrypt and (c in job._pii or c not in target.masks)
+            )
+        }
+        taken = self.table.select(list(unchanged))
+        if not every:
+            taken = taken.take(indices)
+        out: list[pa.Array] = []
+        for col in range(len(job._header)):
+            if col in unchanged:
+                out.append(_whole(taken.column(unchanged[col])))
+                continue
+            values = self.plain[col] if col in target.decrypt else _whole(self.table.column(col))
+            if not every:
+                values = values.take(indices)
+            masker = target.masks.get(col)
+            out.append(values if masker is None else _mask_array(values, masker))
+        return out, kept
+
+
+def _whole(column: pa.ChunkedArray) -> pa.Array:
+    """A table column as one array."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _bools(flags: list[bool]) -> pa.Array:
+    """A boolean array, from its bitmap."""
+    bitmap = bytearray((len(flags) + 7) // 8)
+    for i in compress(range(len(flags)), flags):
+        bitmap[i >> 3] |= 1 << (i & 7)
+    return pa.Array.from_buffers(pa.bool_(), len(flags), [None, pa.py_buffer(bitmap)])
+
+
+def _int64s(values: list[int]) -> pa.Array:
+    """An int64 array, from its buffer."""
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(array("q", values))])
+
+
+def _utf8(values: list[bytes]) -> pa.Array:
+    """A string array of UTF-8 byte strings (already checked), from its buffers."""
+    offsets = array("q", [0])
+    offsets.extend(accumulate(map(len, values)))
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.large_string(), len(values), buffers).cast(pa.string())
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,11 +16,13 @@ from hypothesis import strategies as st
 from murmur3_reference import strm_mask
 from reference_checks import META, parse_csv
 
+from airflow_provider_strm.core import derive as derive_module
 from airflow_provider_strm.core.config import load_batch_job_config
 from airflow_provider_strm.core.contract import load_data_contract
+from airflow_provider_strm.core.crypto import Keyset, decrypt_columns
 from airflow_provider_strm.core.derive import DeriveJob
 from airflow_provider_strm.core.encrypt import EncryptJob
-from airflow_provider_strm.core.errors import RecordError
+from airflow_provider_strm.core.errors import DecryptionError, RecordError
 from airflow_provider_strm.core.keyfiles import keys_file_lookup
 from airflow_provider_strm.core.keystore import KeyStore, new_kek
 from airflow_provider_strm.core.masking import hmac_sha256_masker, murmur3_masker
@@ -319,3 +322,151 @@ def test_worker_processes_derive_byte_identical_outputs(strm_reference, bucket, 
     assert results[0][0] == results[0][1] + results[0][2] == 19_998
     assert results[1] == results[0] and results[2] == results[0]
     assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
+# Two keys share a key id, so a ciphertext of the other one passes the prefix check and fails authentication.
+KEYS = {"a": Keyset(7, bytes(range(64))), "b": Keyset(7, bytes(range(1, 65))), "c": Keyset(9, bytes(64))}
+_SPOILED = {
+    "tampered": lambda ct: ct[:-4] + ("AAAA" if ct[-4:] != "AAAA" else "BBBB"),
+    "not base64": lambda ct: ct[:-1] + "*",
+    "not ascii": lambda ct: ct + "é",
+    "too short": lambda ct: ct[:12],
+}
+
+
+@st.composite
+def _ciphertext_cells(draw: st.DrawFn, link: str) -> str:
+    how = draw(st.sampled_from(["empty", "own", "own", "own", "other key", *_SPOILED]))
+    if how == "empty":
+        return ""
+    plain = draw(st.sampled_from(["x", "y", "é", "a longer value, repeated"]))  # repeats: the memo path
+    keyset = KEYS[draw(st.sampled_from(sorted(KEYS)))] if how == "other key" else KEYS.get(link, KEYS["c"])
+    ciphertext = keyset.cipher().encrypt(plain)
+    return _SPOILED[how](ciphertext) if how in _SPOILED else ciphertext
+
+
+def _decrypt_one_at_a_time(links, columns, keysets, wanted):  # type: ignore[no-untyped-def]
+    """The simple path: each row's wanted values in order, one cipher call each, stopping at the first error."""
+    outs = [list(column) for column in columns]
+    errors = {}
+    for i, link in enumerate(links):
+        for col in wanted[i]:
+            value = columns[col][i]
+            if value == "":
+                continue
+            try:
+                if link not in keysets:
+                    raise DecryptionError(f"no key for keyLink {link}")
+                outs[col][i] = keysets[link].cipher().decrypt(value)
+            except DecryptionError as exc:
+                errors[i] = (col, str(exc))
+                break
+    return outs, errors
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), width=st.integers(1, 3))
+def test_column_decryption_equals_decrypting_value_by_value(data: st.DataObject, width: int) -> None:
+    links = data.draw(st.lists(st.sampled_from(["a", "b", "c", "gone"]), max_size=12))
+    keysets = {link: KEYS[link] for link in ("a", "b", "c")}
+    columns = [[data.draw(_ciphertext_cells(link)) for link in links] for _ in range(width)]
+    subsets = st.sets(st.integers(0, width - 1)).map(lambda s: tuple(sorted(s)))
+    wanted = [data.draw(subsets) for _ in links]
+    outs, errors = decrypt_columns(links, columns, keysets, wanted)
+    want_outs, want_errors = _decrypt_one_at_a_time(links, columns, keysets, wanted)
+    assert {i: (col, str(exc)) for i, (col, exc) in errors.items()} == want_errors
+    for col in range(width):
+        for i in range(len(links)):
+            if i not in errors:
+                assert outs[col][i] == want_outs[col][i]
+
+
+def _mess_up(path: Path, data: st.DataObject, pii: list[str]) -> None:
+    """Spoil some records of an encrypted file the ways real files go wrong."""
+    rows = parse_csv(path.read_bytes())
+    header, records = rows[0], rows[1:]
+    link, consent = header.index("strmMeta.keyLink"), header.index("strmMeta.consentLevels")
+    for record in records:
+        how = data.draw(st.sampled_from(["none", "none", "none", "tamper", "unknown key", "other row", "consent"]))
+        col = header.index(data.draw(st.sampled_from(pii)))
+        if how == "tamper" and record[col]:
+            record[col] = record[col][:-2] + ("AA" if record[col][-2:] != "AA" else "BB")
+        elif how == "unknown key":
+            record[link] = "00000000-0000-4000-8000-000000000000"
+        elif how == "other row":
+            record[col] = data.draw(st.sampled_from(records))[col]
+        elif how == "consent":
+            record[consent] = data.draw(st.sampled_from(["garbage", "", "[1,"]))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_ALL).writerows(rows)
+    path.write_text(buf.getvalue())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    pii=FIELDS,
+    targets=st.lists(TARGET, min_size=1, max_size=3),
+    data=st.data(),
+    masked=st.booleans(),
+    chunk_rows=st.integers(1, 8),
+)
+def test_the_columnar_path_writes_the_bytes_of_the_record_by_record_path(
+    tmp_path_factory, pii, targets, data, masked, chunk_rows
+) -> None:
+    root = tmp_path_factory.mktemp("paths")
+    store = KeyStore(f"sqlite:///{root / 'keys.db'}", new_kek())
+    store.ensure_schema()
+    value = st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=6)
+    records = data.draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {"id": st.sampled_from(["a", "b", "c", ""]), "ts": st.sampled_from(TIMES),
+                 "consent": CONSENT, "plain": st.sampled_from(["", "p", "q"]), **{f: value for f in pii}}
+            ),
+            min_size=1, max_size=20,
+        )
+    )  # fmt: skip
+    derived = []
+    for i, t in enumerate(targets):
+        d = {"target": {"file_name": f"out{i}.csv"}, **t}
+        if masked:
+            d["masked_fields"] = {"field_patterns": {"h/n/1": {"field_patterns": [sorted(pii)[0], "plain"]}}}
+        derived.append(d)
+    header = ["id", "ts", "consent", *pii, "plain"]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *([r[h] for h in header] for r in records)])
+    (root / "in.csv").write_text(buf.getvalue())
+    config = load_batch_job_config(
+        {
+            "source_data": {"file_name": "in.csv"},
+            "consent": {"default_consent_levels": [], "consent_level_extractor": {"field": "consent"}},
+            "encryption": {"timestamp_config": {"field": "ts"}},
+            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
+            "encrypted_data": {"target": {"path_prefix": "enc"}},
+            "derived_data": derived,
+            "dead_letter": {"target": {"path_prefix": "dead"}},
+        }
+    )
+    contract = load_data_contract({"keyField": "id", "piiFields": pii})
+    storages = lambda c: LocalStorage(root)  # noqa: E731
+    EncryptJob(config, contract, store, storages).run()
+    _mess_up(root / "enc/in-encrypted.csv", data, sorted(pii))
+    links = sorted({r[-3] for r in parse_csv((root / "enc/in-encrypted.csv").read_bytes())[1:]})
+    forgotten = data.draw(st.lists(st.sampled_from(links), unique=True))
+    with store.engine.begin() as conn:
+        store._remove_keys(conn, DeriveJob(config, contract, store, storages).group_id, forgotten, "forgotten")
+
+    def derive(columnar: bool):  # type: ignore[no-untyped-def]
+        job = DeriveJob(config, contract, store, storages, chunk_rows=chunk_rows)
+        with mock.patch.object(derive_module, "_ArrowRecords", wraps=derive_module._ArrowRecords) as arrow:
+            if columnar:
+                result = job.run()
+            else:
+                with mock.patch.object(derive_module, "_table_of", lambda chunk: None):
+                    result = job.run()
+        assert arrow.called == columnar
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.glob("**/*.csv"))}
+        summary = (result.rows_in, result.rows_out, result.dead_lettered, result.excluded, result.excluded_by_reason)
+        return files, summary, result.targets
+
+    assert derive(columnar=True) == derive(columnar=False)
