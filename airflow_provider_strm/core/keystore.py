@@ -274,7 +274,7 @@ class KeyStore:
         assert self._digest_secret is not None
         prefix = hmac.new(self._digest_secret, f"{group_id}\x00".encode(), hashlib.sha256)
         out = {}
-        for entity in set(entities):
+        for entity in entities:  # a repeated entity is digested twice, which is cheaper than a set first
             h = prefix.copy()
             h.update(f"{entity[0]}".encode())  # as digest() formats it
             out[entity] = h.hexdigest()
@@ -432,7 +432,7 @@ class KeyStore:
 
     def _select(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:
         """Stored keys of the wanted entities."""
-        if self._dialect == ("postgresql", "psycopg2"):
+        if self._dialect[0] == "postgresql":
             return self._select_pg(group_id, wanted)
         by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
         digests = sorted({d for d in wanted.values()})
@@ -455,23 +455,23 @@ class KeyStore:
         The LATERAL .. LIMIT 1 keeps the planner from hashing the whole table, which it otherwise does
         once a group's keys are most of the table: a scan of every key per call.
         """
-        by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
+        by_digest_window = {(d, e[1]): e for e, d in wanted.items()}
         pairs = sorted(by_digest_window)
-        sql = (
+        query = sa.text(
             "SELECT k.key_digest, k.window_start, k.key_link, k.wrapped_keyset, k.policy_id, k.expires_at "
-            "FROM unnest(%s::varchar[], %s::bigint[]) AS e(key_digest, window_start) CROSS JOIN LATERAL "
-            f"(SELECT * FROM {keys_table.name} k WHERE k.group_id = %s AND k.key_digest = e.key_digest "
-            "AND k.window_start = e.window_start LIMIT 1) k"
+            "FROM unnest(CAST(:digests AS varchar[]), CAST(:windows AS bigint[])) AS e(key_digest, window_start) "
+            f"CROSS JOIN LATERAL (SELECT * FROM {keys_table.name} k WHERE k.group_id = :group_id "
+            "AND k.key_digest = e.key_digest AND k.window_start = e.window_start LIMIT 1) k"
         )
-        # digests are hex and windows integers: array literals need no quoting
-        digests = "{" + ",".join(d for d, _ in pairs) + "}"
-        windows = "{" + ",".join(str(w) for _, w in pairs) + "}"
+        params = {  # digests are hex and windows integers: array literals need no quoting
+            "digests": "{" + ",".join(d for d, _ in pairs) + "}",
+            "windows": "{" + ",".join(str(w) for _, w in pairs) + "}",
+            "group_id": group_id,
+        }
         unwrap = self._dek_cipher().unwrap
         out: dict[tuple[str, int], StoredKey] = {}
         with self.engine.connect() as conn:
-            with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.execute(sql, (digests, windows, group_id))
-                rows = cursor.fetchall()
+            rows = conn.execute(query, params).all()
         for digest, window, link, blob, policy, expires in rows:
             keyset = Keyset.from_secret_bytes(unwrap(bytes(blob), link.encode()))
             out[by_digest_window[(digest, window)]] = StoredKey(link, keyset, window, policy, expires)

@@ -220,3 +220,17 @@ def test_a_key_call_leaves_the_garbage_collector_as_it_found_it(sqlite_store: Ke
     with pytest.raises(TypeError):
         sqlite_store.get_or_create("g", [("c", "day one")])  # type: ignore[list-item]  # fails mid-call
     assert gc.isenabled()
+
+
+def test_postgresql_look_ups_tell_windows_of_one_value_apart(pg_url: str) -> None:
+    store = KeyStore(pg_url, new_kek())
+    first = store.get_or_create("g", [(v, w * DAY) for v in ("alice", "bob") for w in range(3)])
+    store.get_or_create("other", [("alice", 0)])
+    again = store.get_or_create("g", [("alice", DAY), ("bob", 2 * DAY), ("alice", 3 * DAY)])
+    assert not again[("alice", DAY)].created and not again[("bob", 2 * DAY)].created
+    assert again[("alice", DAY)].keyset == first[("alice", DAY)].keyset
+    assert again[("bob", 2 * DAY)].key_link == first[("bob", 2 * DAY)].key_link
+    assert again[("alice", 3 * DAY)].created and store.count_keys("g") == 7
+    # (that call inserted first, the store having just made only new keys; this one looks up first)
+    thrice = store.get_or_create("g", list(again))
+    assert {e: (k.key_link, k.created) for e, k in thrice.items()} == {e: (k.key_link, False) for e, k in again.items()}
