@@ -802,11 +802,11 @@ class KeyStore:
 class _NewKeys:
     """Key rows for missing entities (sorted (digest, window, entity) triples), made a slice at a time.
 
-    Randomness is drawn in bulk: one ``os.urandom`` for the call's keyLinks (UUID version 4), one per
-    slice for the keysets and one for the wrapping nonces. The keyLinks are handed out in sorted order,
-    like the digests, so each index of the key table is filled front to back (the order of two random
-    links says nothing). A PostgreSQL COPY streams the rows as they are made (:meth:`copy_stream`): the
-    database inserts one slice while the next is generated.
+    Randomness is drawn in bulk: one ``os.urandom`` for the call's keyLinks (UUID version 4), and per
+    slice one for the Tink key ids, one for the key bytes and one for the wrapping nonces. The keyLinks
+    are handed out in sorted order, like the digests, so each index of the key table is filled front to
+    back (the order of two random links says nothing). A PostgreSQL COPY streams the rows as they are
+    made (:meth:`copy_stream`): the database inserts one slice while the next is generated.
     """
 
     def __init__(
@@ -882,6 +882,8 @@ class _CopyStream:
         end = len(keys.keys)
         head, tail, w_ms = self.head, self.tail, keys.window_ms
         blobs = keys.blobs[start:end]
+        if len({len(b) for b in blobs}) != 1:  # the fixed-width row below would pad or cut one silently
+            raise KeyStoreError("wrapped keysets of different sizes in one COPY slice")
         # a row: field count and group id, digest, window start and end, keyLink, wrapped keyset, the rest
         pack = struct.Struct(f">{len(head)}si64siqiqi36si{len(blobs[0])}s{len(tail)}s").pack
         parts = [self._HEADER] if self.state == "header" else []
