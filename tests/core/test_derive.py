@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -470,3 +472,51 @@ def test_the_columnar_path_writes_the_bytes_of_the_record_by_record_path(
         return files, summary, result.targets
 
     assert derive(columnar=True) == derive(columnar=False)
+
+
+def test_deriving_an_arrow_parsed_file_does_not_import_pandas(tmp_path) -> None:
+    """pa.array imports pandas (seconds without a bytecode cache) to check its argument: the columnar path avoids it."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    kek = new_kek()
+    store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", kek)
+    store.ensure_schema()
+    records = [
+        {"id": f"u{i % 3}", "ts": TIMES[i % 2], "consent": ["[1]", "[0]", "x"][i % 3], "email": f"{i}@x", "plain": "p"}
+        for i in range(30)
+    ]
+    derived = [
+        {
+            "target": {"file_name": "out0.csv"},
+            "consent_levels": [1],
+            "consent_level_type": "CUMULATIVE",
+            "masked_fields": {"field_patterns": {"h/n/1": {"field_patterns": ["email", "plain"]}}},
+        }
+    ]
+    _, _, (expected,), _ = _encrypt_and_derive(bucket, store, records, {"email": 1}, derived)
+    (bucket / "out0.csv").unlink()
+    script = f"""
+import sys
+from airflow_provider_strm.core.config import load_batch_job_config
+from airflow_provider_strm.core.contract import load_data_contract
+from airflow_provider_strm.core.derive import DeriveJob
+from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.storage import LocalStorage
+
+config = load_batch_job_config({{
+    "source_data": {{"file_name": "in.csv"}},
+    "consent": {{"default_consent_levels": [], "consent_level_extractor": {{"field": "consent"}}}},
+    "encryption": {{"timestamp_config": {{"field": "ts"}}}},
+    "event_contract_ref": {{"handle": "h", "name": "n", "version": "1"}},
+    "encrypted_data": {{"target": {{"path_prefix": "enc"}}}},
+    "derived_data": {derived!r},
+    "dead_letter": {{"target": {{"path_prefix": "dead"}}}},
+}})
+contract = load_data_contract({{"keyField": "id", "piiFields": {{"email": 1}}}})
+store = KeyStore({f"sqlite:///{tmp_path / 'keys.db'}"!r}, {kek!r})
+DeriveJob(config, contract, store, lambda c: LocalStorage({str(bucket)!r}), chunk_rows=7).run()
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    assert parse_csv((bucket / "out0.csv").read_bytes()) == expected
