@@ -3,11 +3,17 @@
 The jobs' fast paths use these so that Python runs once per distinct thing
 (entity, value, consent text) in a chunk rather than once per record; their
 outputs are exactly those of the record-by-record path (tested).
+
+Arrays are built from their buffers and read into numpy from their buffers, never
+with ``pa.array`` or ``to_numpy``: both import pandas (when installed), which costs
+a task seconds and tens of megabytes.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
+from itertools import accumulate, compress
 
 import numpy as np
 import pyarrow as pa
@@ -20,17 +26,37 @@ def as_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return column
 
 
+_INTEGERS = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64}
+
+
+def integers(column: pa.Array) -> np.ndarray:
+    """The values of an integer column without nulls, as int64 numpy."""
+    if column.null_count:
+        raise ValueError("integers() takes a column without nulls")
+    dtype = np.dtype(_INTEGERS[column.type])
+    data = np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * dtype.itemsize)
+    return data.astype(np.int64)
+
+
+def flags(column: pa.Array) -> np.ndarray:
+    """The values of a boolean column without nulls, as numpy bools."""
+    if column.null_count:
+        raise ValueError("flags() takes a column without nulls")
+    bits = np.unpackbits(np.frombuffer(column.buffers()[1], dtype=np.uint8), bitorder="little")
+    return bits[column.offset : column.offset + len(column)].astype(bool)
+
+
 def distinct(column: pa.Array) -> tuple[list[str], np.ndarray]:
     """The column's distinct values (Python strings) and, for each record, the index of its value."""
     encoded = column.dictionary_encode()
-    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return encoded.dictionary.to_pylist(), integers(encoded.indices)
 
 
 def distinct_bytes(column: pa.Array) -> tuple[list[bytes], np.ndarray]:
     """:func:`distinct` with the values as their UTF-8 bytes (no decoding)."""
     encoded = column.dictionary_encode()
     values = encoded.dictionary.cast(pa.binary()).to_pylist()
-    return values, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return values, integers(encoded.indices)
 
 
 def groups_in_order(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,18 +71,46 @@ def groups_in_order(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[order], rank[inverse.reshape(-1)]
 
 
-def gather(values: Sequence[str | None], index: np.ndarray) -> pa.Array:
+def int64_column(values: np.ndarray | Sequence[int]) -> pa.Array:
+    """An int64 array, from its buffer."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
+
+
+def bool_column(flags: Sequence[bool]) -> pa.Array:
+    """A boolean array, from its bitmap."""
+    bitmap = bytearray((len(flags) + 7) // 8)
+    for i in compress(range(len(flags)), flags):
+        bitmap[i >> 3] |= 1 << (i & 7)
+    return pa.Array.from_buffers(pa.bool_(), len(flags), [None, pa.py_buffer(bitmap)])
+
+
+def utf8_column(values: Sequence[bytes]) -> pa.Array:
+    """A string array of UTF-8 byte strings, from its buffers (checked to be UTF-8)."""
+    offsets = array("q", [0])
+    offsets.extend(accumulate(map(len, values)))
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
+    column = pa.Array.from_buffers(pa.large_string(), len(values), buffers)
+    column.validate(full=True)
+    return column.cast(pa.string())
+
+
+def string_column(values: Sequence[str | None]) -> pa.Array:
+    """A string array of Python strings, ``None`` as null, from its buffers."""
+    if None not in values:
+        return utf8_column([v.encode("utf-8") for v in values])  # type: ignore[union-attr]
+    data = utf8_column([b"" if v is None else v.encode("utf-8") for v in values])
+    valid = bool_column([v is not None for v in values])
+    return pa.Array.from_buffers(pa.string(), len(values), [valid.buffers()[1], *data.buffers()[1:]])
+
+
+def gather(values: Sequence[str], index: np.ndarray) -> pa.Array:
     """``values[index[i]]`` for each record, as an Arrow string column."""
-    return pa.array(values, type=pa.string()).take(pa.array(index, type=pa.int64()))
-
-
-def gather_utf8(values: Sequence[bytes], index: np.ndarray) -> pa.Array:
-    """:func:`gather` of UTF-8 bytes, as an Arrow string column (checked to be UTF-8)."""
-    return pa.array(values, type=pa.binary()).cast(pa.string()).take(pa.array(index, type=pa.int64()))
+    return utf8_column([v.encode("utf-8") for v in values]).take(int64_column(index))
 
 
 def repeat(value: str | None, n: int) -> pa.Array:
     """A string column of ``n`` copies of ``value`` (nulls for None)."""
     if value is None:
         return pa.nulls(n, type=pa.string())
-    return pa.array([value], type=pa.string()).take(pa.array(np.zeros(n, dtype=np.int64)))
+    return gather([value], np.zeros(n, dtype=np.int64))

@@ -18,6 +18,7 @@ import secrets
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
@@ -318,24 +319,23 @@ def decrypt_grouped(
     return out, failed
 
 
-def encrypt_grouped(owners: Sequence[int], values: Sequence[bytes], keysets: Sequence[Keyset]) -> list[bytes]:
-    """Base64 ciphertexts (bytes) of distinct (owner, value) pairs: ``values[i]`` (UTF-8) under ``keysets[owners[i]]``.
+def encrypt_grouped(
+    owners: Sequence[int], bounds: Sequence[int], values: Sequence[bytes], keysets: Sequence[Keyset]
+) -> list[bytes]:
+    """Base64 ciphertexts (bytes) of UTF-8 values, grouped by key.
 
-    The pairs come grouped by owner (equal owners adjacent), so each key's cipher is made once
-    and dropped before the next key's. Empty values stay empty.
+    ``values[bounds[g]:bounds[g + 1]]`` are encrypted under ``keysets[owners[g]]``: each key's
+    cipher is made once and dropped before the next key's. Empty values stay empty.
     """
     out: list[bytes] = []
-    append = out.append
     b64, pack, no_ad = binascii.b2a_base64, struct.pack, _NO_AD
-    current, siv_encrypt, prefix = -1, None, b""
-    for owner, value in zip(owners, values, strict=True):
-        if not value:
-            append(b"")
-            continue
-        if owner != current:
-            keyset = keysets[owner]
-            siv_encrypt = AESSIV(keyset.key_bytes).encrypt
-            prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
-            current = owner
-        append(b64(prefix + siv_encrypt(value, no_ad), newline=False))  # type: ignore[misc]
+    for g, owner in enumerate(owners):
+        keyset = keysets[owner]
+        encrypt = AESSIV(keyset.key_bytes).encrypt
+        prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
+        part = values[bounds[g] : bounds[g + 1]]
+        if all(part):
+            out += [b64(prefix + c, newline=False) for c in map(encrypt, part, repeat(no_ad, len(part)))]
+        else:
+            out += [b64(prefix + encrypt(v, no_ad), newline=False) if v else b"" for v in part]
     return out

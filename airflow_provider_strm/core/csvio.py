@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from airflow_provider_strm.core.columnar import string_column
 from airflow_provider_strm.core.errors import CsvFormatError
 from airflow_provider_strm.core.storage import PendingObject
 
@@ -372,7 +373,7 @@ class CsvRecordWriter:
 
     def encode_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> bytes:
         """The CSV lines of these columns, in the writer's charset (written by :meth:`write_encoded`)."""
-        arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=pa.string()) for c in columns]
+        arrays = [c if isinstance(c, pa.Array) else string_column(c) for c in columns]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         if batch.num_rows == 0:
             return b""

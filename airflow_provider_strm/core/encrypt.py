@@ -24,9 +24,10 @@ from airflow_provider_strm.core.columnar import (
     distinct,
     distinct_bytes,
     gather,
-    gather_utf8,
     groups_in_order,
+    int64_column,
     repeat,
+    utf8_column,
 )
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
@@ -249,27 +250,26 @@ class EncryptJob(BatchJob):
         columns = [as_array(c) for c in chunk.table.columns]
         n = len(chunk)
         entity_of = plan.entity_of
-        # each distinct (entity, value) of each PII column is encrypted once, one cipher per entity
-        owners: list[np.ndarray] = []
-        plain: list[bytes] = []
-        spans: list[tuple[int, np.ndarray]] = []
-        for i in self._pii_idx:
-            values, codes = distinct_bytes(columns[i])
-            firsts, group = groups_in_order(entity_of * len(values) + codes)
-            owners.append(entity_of[firsts])
-            plain += [values[c] for c in codes[firsts].tolist()]
-            spans.append((len(firsts), group))
+        # each distinct (entity, value) of the PII columns is encrypted once, one cipher per entity:
+        # pair codes entity * width + (the value's number among all PII columns' distinct values), sorted
         out: list = list(columns)
-        if owners:
-            owner = np.concatenate(owners)
-            order = np.argsort(owner, kind="stable")
-            done = encrypt_grouped(owner[order].tolist(), [plain[j] for j in order.tolist()], plan.keysets)
-            position = np.empty(len(order), dtype=np.int64)
-            position[order] = np.arange(len(order), dtype=np.int64)
-            start = 0
-            for i, (size, group) in zip(self._pii_idx, spans, strict=True):
-                out[i] = gather_utf8([done[p] for p in position[start : start + size].tolist()], group)
-                start += size
+        if self._pii_idx:
+            distincts = [distinct_bytes(columns[i]) for i in self._pii_idx]
+            plain: list[bytes] = [v for values, _ in distincts for v in values]
+            width = len(plain)
+            offsets = np.cumsum([0] + [len(values) for values, _ in distincts[:-1]])
+            numbered = [offset + c for offset, (_, c) in zip(offsets, distincts, strict=True)]
+            codes = np.concatenate([entity_of * width + c for c in numbered])
+            pairs, index = np.unique(codes, return_inverse=True)
+            owners, numbers = np.divmod(pairs, width)
+            starts = np.flatnonzero(np.diff(owners, prepend=-1))  # where each entity's pairs begin
+            bounds = [*starts.tolist(), len(pairs)]
+            plain_sorted = [plain[v] for v in numbers.tolist()]
+            done = encrypt_grouped(owners[starts].tolist(), bounds, plain_sorted, plan.keysets)
+            tokens = utf8_column(done)
+            index = index.reshape(-1)
+            for k, i in enumerate(self._pii_idx):
+                out[i] = tokens.take(int64_column(index[k * n : (k + 1) * n]))
         if self._consent_idx is None:
             consent = repeat(format_levels(self.consent.defaults), n)
         else:
@@ -278,7 +278,7 @@ class EncryptJob(BatchJob):
         out += [
             repeat(self.contract_ref, n),
             repeat("0", n),
-            pa.array(plan.stamps, type=pa.int64()).cast(pa.string()),
+            int64_column(plan.stamps).cast(pa.string()),
             gather(plan.links, entity_of),
             repeat(None, n),
             consent,

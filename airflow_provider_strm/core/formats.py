@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_provider_strm.core.columnar import string_column
 from airflow_provider_strm.core.csvio import (
     DEFAULT_CHUNK_ROWS,
     BadRow,
@@ -544,7 +545,7 @@ class ParquetRecordWriter:
         return self._out.position
 
     def write_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> None:
-        arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=pa.string()) for c in columns]
+        arrays = [c if isinstance(c, pa.Array) else string_column(c) for c in columns]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         if table.num_rows:
             self._writer.write_table(table)

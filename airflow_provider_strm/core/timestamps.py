@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_strm.core.columnar import flags, int64_column, integers
 from airflow_provider_strm.core.errors import TimestampFormatError
 
 __all__ = ["DAY_MS", "TimestampParser", "window_start"]
@@ -448,7 +449,7 @@ class TimestampParser:
         # each distinct value once (a file has many records per second), then spread to the records
         encoded = values.dictionary_encode()
         stamps = self._parse_distinct(encoded.dictionary)
-        return stamps[encoded.indices.to_numpy(zero_copy_only=False)]
+        return stamps[integers(encoded.indices)]
 
     def _parse_distinct(self, values: pa.Array) -> np.ndarray:
         n = len(values)
@@ -458,12 +459,12 @@ class TimestampParser:
             parsed = pc.strptime(values, format=self._strftime, unit="s", error_is_null=True)
             same = pc.equal(pc.strftime(parsed, format=self._strftime), values)
             seconds = parsed.cast(pa.int64())
-            ok = pc.and_(same, pc.greater_equal(seconds, _YEAR_ONE_S)).fill_null(False).to_numpy(zero_copy_only=False)
-            out[ok] = seconds.fill_null(0).to_numpy(zero_copy_only=False)[ok] * 1000
+            ok = flags(pc.and_(same, pc.greater_equal(seconds, _YEAR_ONE_S)).fill_null(False))
+            out[ok] = integers(seconds.fill_null(0))[ok] * 1000
             todo = np.flatnonzero(~ok)
         if len(todo):
             parse = self.parse
-            texts = values.take(pa.array(todo, type=pa.int64())).to_pylist() if len(todo) < n else values.to_pylist()
+            texts = values.take(int64_column(todo)).to_pylist() if len(todo) < n else values.to_pylist()
             for i, text in zip(todo, texts, strict=True):
                 out[i] = parse(text)
         return out

@@ -270,3 +270,30 @@ def test_fast_and_simple_paths_agree_on_any_records(tmp_path_factory, records, c
         assert result.rows_out == len(records)
         outputs.append(((root / "out.csv").read_bytes(), (root / "keys.csv").read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_encrypting_an_arrow_parsed_file_does_not_import_pandas(strm_reference, bucket, tmp_path) -> None:
+    """pa.array imports pandas (seconds and tens of MB per task) to check its argument: no path of a job uses it."""
+    import subprocess
+    import sys
+
+    shutil.copy(strm_reference / "uci_online_retail.csv", bucket / "uci_online_retail.csv")
+    script = f"""
+import sys
+from airflow_provider_strm.core.config import load_batch_job_config
+from airflow_provider_strm.core.contract import load_data_contract
+from airflow_provider_strm.core.encrypt import EncryptJob
+from airflow_provider_strm.core.keystore import KeyStore, new_kek
+from airflow_provider_strm.core.storage import LocalStorage
+
+config = load_batch_job_config({str(strm_reference / "batch-job-config.json")!r})
+contract = load_data_contract({str(strm_reference / "online-retail-contract.json")!r})
+store = KeyStore({f"sqlite:///{tmp_path / 'keys.db'}"!r}, new_kek())
+store.ensure_schema()
+result = EncryptJob(config, contract, store, lambda c: LocalStorage({str(bucket)!r}), workers=2).run()
+assert result.rows_out == 19_998 and result.keys_created > 0
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    assert (bucket / "uci_online_retail/keys.csv").exists()
