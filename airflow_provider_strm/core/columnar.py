@@ -29,21 +29,29 @@ def as_array(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 _INTEGERS = {pa.int8(): np.int8, pa.int16(): np.int16, pa.int32(): np.int32, pa.int64(): np.int64}
 
 
-def integers(column: pa.Array) -> np.ndarray:
-    """The values of an integer column without nulls, as int64 numpy."""
-    if column.null_count:
-        raise ValueError("integers() takes a column without nulls")
+def integers(column: pa.Array, *, null: int | None = None) -> np.ndarray:
+    """The values of an integer column as int64 numpy; nulls become ``null`` (refused when it is None)."""
+    if column.null_count and null is None:
+        raise ValueError("integers() of a column with nulls needs a value for them")
     dtype = np.dtype(_INTEGERS[column.type])
     data = np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column), offset=column.offset * dtype.itemsize)
-    return data.astype(np.int64)
+    out = data.astype(np.int64)
+    if column.null_count:
+        out[~_bits(column.buffers()[0], column.offset, len(column))] = null
+    return out
 
 
 def flags(column: pa.Array) -> np.ndarray:
-    """The values of a boolean column without nulls, as numpy bools."""
+    """The values of a boolean column as numpy bools, nulls as False."""
+    out = _bits(column.buffers()[1], column.offset, len(column))
     if column.null_count:
-        raise ValueError("flags() takes a column without nulls")
-    bits = np.unpackbits(np.frombuffer(column.buffers()[1], dtype=np.uint8), bitorder="little")
-    return bits[column.offset : column.offset + len(column)].astype(bool)
+        out &= _bits(column.buffers()[0], column.offset, len(column))
+    return out
+
+
+def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")
+    return bits[offset : offset + n].astype(bool)
 
 
 def distinct(column: pa.Array) -> tuple[list[str], np.ndarray]:

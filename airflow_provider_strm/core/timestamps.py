@@ -458,9 +458,10 @@ class TimestampParser:
         if self._strftime is not None and n:
             parsed = pc.strptime(values, format=self._strftime, unit="s", error_is_null=True)
             same = pc.equal(pc.strftime(parsed, format=self._strftime), values)
-            seconds = parsed.cast(pa.int64())
-            ok = flags(pc.and_(same, pc.greater_equal(seconds, _YEAR_ONE_S)).fill_null(False))
-            out[ok] = integers(seconds.fill_null(0))[ok] * 1000
+            # (no Python scalars in these calls: making an Arrow scalar imports pandas)
+            seconds = integers(parsed.cast(pa.int64()), null=_YEAR_ONE_S - 1)
+            ok = flags(same) & (seconds >= _YEAR_ONE_S)
+            out[ok] = seconds[ok] * 1000
             todo = np.flatnonzero(~ok)
         if len(todo):
             parse = self.parse

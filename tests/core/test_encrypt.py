@@ -292,6 +292,18 @@ store = KeyStore({f"sqlite:///{tmp_path / 'keys.db'}"!r}, new_kek())
 store.ensure_schema()
 result = EncryptJob(config, contract, store, lambda c: LocalStorage({str(bucket)!r}), workers=2).run()
 assert result.rows_out == 19_998 and result.keys_created > 0
+# and a plain numeric pattern, which Arrow parses
+open({str(bucket / "plain.csv")!r}, "w").write("id,ts\\na,2026-11-20 10:00:00\\nb,2026-02-30 10:00:00\\n")
+plain = load_batch_job_config({{
+    "source_data": {{"file_name": "plain.csv"}},
+    "encryption": {{"timestamp_config": {{"field": "ts", "format": "yyyy-MM-dd HH:mm:ss"}}}},
+    "event_contract_ref": {{"handle": "h", "name": "n", "version": "1"}},
+    "encrypted_data": {{"target": {{"file_name": "plain-out.csv"}}}},
+    "dead_letter": {{"target": {{"file_name": "plain-dead.csv"}}}},
+}})
+out = EncryptJob(plain, load_data_contract({{"keyField": "id", "piiFields": {{"id": 1}}}}), store,
+                 lambda c: LocalStorage({str(bucket)!r})).run()
+assert out.rows_out == 1 and out.dead_lettered == 1, out
 print("pandas" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
