@@ -28,7 +28,7 @@ from airflow_provider_strm.core.columnar import string_column
 from airflow_provider_strm.core.errors import CsvFormatError
 from airflow_provider_strm.core.storage import PendingObject
 
-DEFAULT_CHUNK_ROWS = 20_000
+DEFAULT_CHUNK_ROWS = 40_000
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # one field may legitimately hold megabytes
 
 
@@ -343,6 +343,7 @@ def _as_text(record: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+_WRITE_ROWS = 5000  # records encoded and written at a time
 _WRITE_OPTIONS = pacsv.WriteOptions(quoting_style="all_valid", eol="\r\n", include_header=False)
 
 
@@ -367,14 +368,20 @@ class CsvRecordWriter:
             self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
 
     def write_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> None:
-        data = self.encode_columns(columns)
-        if data:
-            self.write_encoded(data, len(columns[0]))
+        batch = self._batch(columns)
+        for start in range(0, batch.num_rows, _WRITE_ROWS):  # a slice at a time: one chunk's text is never held
+            part = batch.slice(start, _WRITE_ROWS)
+            self.write_encoded(self._encode_batch(part), part.num_rows)
 
     def encode_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> bytes:
         """The CSV lines of these columns, in the writer's charset (written by :meth:`write_encoded`)."""
+        return self._encode_batch(self._batch(columns))
+
+    def _batch(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> pa.RecordBatch:
         arrays = [c if isinstance(c, pa.Array) else string_column(c) for c in columns]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _encode_batch(self, batch: pa.RecordBatch) -> bytes:
         if batch.num_rows == 0:
             return b""
         buf = io.BytesIO()

@@ -254,22 +254,9 @@ class EncryptJob(BatchJob):
         # pair codes entity * width + (the value's number among all PII columns' distinct values), sorted
         out: list = list(columns)
         if self._pii_idx:
-            distincts = [distinct_bytes(columns[i]) for i in self._pii_idx]
-            plain: list[bytes] = [v for values, _ in distincts for v in values]
-            width = len(plain)
-            offsets = np.cumsum([0] + [len(values) for values, _ in distincts[:-1]])
-            numbered = [offset + c for offset, (_, c) in zip(offsets, distincts, strict=True)]
-            codes = np.concatenate([entity_of * width + c for c in numbered])
-            pairs, index = np.unique(codes, return_inverse=True)
-            owners, numbers = np.divmod(pairs, width)
-            starts = np.flatnonzero(np.diff(owners, prepend=-1))  # where each entity's pairs begin
-            bounds = [*starts.tolist(), len(pairs)]
-            plain_sorted = [plain[v] for v in numbers.tolist()]
-            done = encrypt_grouped(owners[starts].tolist(), bounds, plain_sorted, plan.keysets)
-            tokens = utf8_column(done)
-            index = index.reshape(-1)
-            for k, i in enumerate(self._pii_idx):
-                out[i] = tokens.take(int64_column(index[k * n : (k + 1) * n]))
+            encrypted = _encrypt_columns([columns[i] for i in self._pii_idx], plan.entity_of, plan.keysets)
+            for i, column in zip(self._pii_idx, encrypted, strict=True):
+                out[i] = column
         if self._consent_idx is None:
             consent = repeat(format_levels(self.consent.defaults), n)
         else:
@@ -512,6 +499,37 @@ class _EncryptWorkerSpec(WorkerSpec):
             io.BytesIO(), header, data_format=loc.data_format, charset=loc.charset, write_header=False
         )
         return job
+
+
+def _encrypt_columns(columns: list[pa.Array], entity_of: np.ndarray, keysets: list[Keyset]) -> list[pa.Array]:
+    """The columns encrypted, record ``r`` under ``keysets[entity_of[r]]``.
+
+    Each distinct (entity, value) pair of all the columns is encrypted once, with one cipher per
+    entity: pairs are numbered entity * width + (the value's number among all columns' distinct
+    values) and sorted. Intermediate lists are dropped as soon as they are used (memory per chunk).
+    """
+    n = len(entity_of)
+    distincts = [distinct_bytes(column) for column in columns]
+    plain: list[bytes] = [v for values, _ in distincts for v in values]
+    width = len(plain)
+    offsets = np.cumsum([0] + [len(values) for values, _ in distincts[:-1]])
+    codes = np.concatenate(
+        [entity_of * width + (offset + c) for offset, (_, c) in zip(offsets, distincts, strict=True)]
+    )
+    del distincts
+    pairs, index = np.unique(codes, return_inverse=True)
+    del codes
+    owners, numbers = np.divmod(pairs, width)
+    starts = np.flatnonzero(np.diff(owners, prepend=-1))  # where each entity's pairs begin
+    bounds = [*starts.tolist(), len(pairs)]
+    ordered = [plain[v] for v in numbers.tolist()]
+    del plain
+    done = encrypt_grouped(owners[starts].tolist(), bounds, ordered, keysets)
+    del ordered
+    tokens = utf8_column(done)
+    del done
+    index = index.reshape(-1)
+    return [tokens.take(int64_column(index[k * n : (k + 1) * n])) for k in range(len(columns))]
 
 
 @dataclass(frozen=True)

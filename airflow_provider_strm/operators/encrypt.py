@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS
 from airflow_provider_strm.core.encrypt import ConsentFunction, EncryptJob
 from airflow_provider_strm.hooks.connector import storage_for
 from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
@@ -69,7 +70,7 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         batch_job_group_id: str | None = None,
         config_overrides: Mapping[str, Any] | None = None,
         consent_function: ConsentFunction | None = None,
-        chunk_rows: int = 20_000,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
         checkpoint_rows: int | None = None,
         workers: int = 1,
         **kwargs: Any,
