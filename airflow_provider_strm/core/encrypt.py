@@ -217,7 +217,7 @@ class EncryptJob(BatchJob):
         return out, plan.links, keys
 
     def _resolve_keys(
-        self, chunk: ArrowRecordChunk, result: JobResult
+        self, chunk: ArrowRecordChunk, result: JobResult, *, link_subjects: bool = True
     ) -> tuple[_ChunkKeys, dict[tuple[str, int], StoredKey]]:
         """Each record's entity (key-field value, UTC day) and every entity's key; data subjects linked."""
         table = chunk.table
@@ -236,14 +236,22 @@ class EncryptJob(BatchJob):
         keys = self._keys(set(entities), result)
         used = [keys[e] for e in entities]
         links = [stored.key_link for stored in used]
-        if self._subject_idx is not None:
-            subjects, subject_codes = distinct(as_array(table.column(self._subject_idx)))
-            pairs, _ = groups_in_order(subject_codes * len(entities) + entity_of)
-            subject_of, entity_at = subject_codes[pairs].tolist(), entity_of[pairs].tolist()
-            self._link_subjects({(subjects[s], links[e]) for s, e in zip(subject_of, entity_at, strict=True)})
+        plan = _ChunkKeys(stamps, entity_of, links, [stored.keyset for stored in used])
+        if link_subjects:
+            self._link_chunk_subjects(chunk, plan)
         if self.checks.rules:
             self.checks.observe(chunk.columns)
-        return _ChunkKeys(stamps, entity_of, links, [stored.keyset for stored in used]), keys
+        return plan, keys
+
+    def _link_chunk_subjects(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> None:
+        """Each distinct (data subject, key link) of the chunk, remembered in the key store."""
+        if self._subject_idx is None:
+            return
+        subjects, subject_codes = distinct(as_array(chunk.table.column(self._subject_idx)))
+        pairs, _ = groups_in_order(subject_codes * len(plan.links) + plan.entity_of)
+        subject_of, entity_at = subject_codes[pairs].tolist(), plan.entity_of[pairs].tolist()
+        links = plan.links
+        self._link_subjects({(subjects[s], links[e]) for s, e in zip(subject_of, entity_at, strict=True)})
 
     def _encrypt_planned(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> list:
         """The output columns of a chunk whose keys are resolved: PII encrypted, strmMeta appended."""
@@ -309,12 +317,14 @@ class EncryptJob(BatchJob):
         whole file); the worker process then only encrypts and encodes it. Any other chunk goes as it is."""
         if not isinstance(chunk, ArrowRecordChunk) or self.consent_function is not None or self.validate_chunk(chunk):
             return chunk
-        plan, keys = self._resolve_keys(chunk, result)
+        plan, keys = self._resolve_keys(chunk, result, link_subjects=False)  # the worker links them
         self._planned[chunk.first_row] = (plan.links, keys)
         return _PlannedChunk(chunk, plan)
 
     def work_on_chunk(self, chunk: RecordChunk | _PlannedChunk) -> _EncryptedChunk:
         if isinstance(chunk, _PlannedChunk):
+            self._link_chunk_subjects(chunk.chunk, chunk.plan)
+            self.flush()  # the parent commits outputs without asking its workers again
             data = self._writer.encode_columns(self._encrypt_planned(chunk.chunk, chunk.plan))
             none = FileChecks((), self._header, self.parser)
             return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row)

@@ -225,7 +225,7 @@ class BatchJob:
             result.rows_in += len(chunk) + len(chunk.bad)
             with _one_collection():
                 in_flight.append(self._pool.submit(_work_on_chunk, self.prepare_chunk(chunk, result)))
-            while len(in_flight) > 2 * self.workers:  # bounded: memory stays flat
+            while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
                 self.absorb(in_flight.popleft().result(), result)
                 _release_arrow_memory()
             if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
