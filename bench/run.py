@@ -84,8 +84,8 @@ def _job(kind: str, workdir: Path, store_name: str = "keys.db", **kwargs):  # ty
     return job_class(config, contract, _store(workdir, store_name), storages, **kwargs)
 
 
-def case_encrypt(workdir: Path, workers: int = 1) -> dict:
-    job = _job("encrypt", workdir, workers=workers)
+def case_encrypt(workdir: Path, workers: int = 1, **kwargs) -> dict:  # type: ignore[no-untyped-def]
+    job = _job("encrypt", workdir, workers=workers, **kwargs)
     t = time.perf_counter()
     result = job.run()
     seconds = time.perf_counter() - t
@@ -99,16 +99,7 @@ def case_encrypt(workdir: Path, workers: int = 1) -> dict:
 
 def case_encrypt_random_order(workdir: Path) -> dict:
     """A file of the same sessions and values with rows in no order: each chunk holds most keys (own key store)."""
-    job = _job("encrypt", workdir, store_name="random-order-keys.db", source_path=RANDOM_FILE)
-    t = time.perf_counter()
-    result = job.run()
-    seconds = time.perf_counter() - t
-    return {
-        "seconds": seconds,
-        "rows": result.rows_in,
-        "rows_out": result.rows_out,
-        "keys": f"{result.keys_created}/{result.keys_reused}",
-    }
+    return case_encrypt(workdir, store_name="random-order-keys.db", source_path=RANDOM_FILE)
 
 
 def case_encrypt_all_cores(workdir: Path) -> dict:

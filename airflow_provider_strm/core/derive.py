@@ -14,23 +14,22 @@ never an empty or garbage value.
 from __future__ import annotations
 
 import io
-from array import array
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from itertools import accumulate, compress
+from itertools import accumulate
 from pathlib import PurePosixPath
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_strm.core.columnar import as_array, bool_column, int64_column, utf8_column
 from airflow_provider_strm.core.config import BatchJobConfig, DerivedDataConfig
 from airflow_provider_strm.core.consent import parse_consent_value
 from airflow_provider_strm.core.contract import DataContract
 from airflow_provider_strm.core.crypto import Keyset, decrypt_columns, decrypt_grouped
 from airflow_provider_strm.core.csvio import (
-    DEFAULT_CHUNK_ROWS,
     ArrowRecordChunk,
     BadRow,
     CsvRecordWriter,
@@ -56,6 +55,10 @@ from airflow_provider_strm.core.storage import PendingObject
 KeyLookup = Callable[[Iterable[str]], Mapping[str, Keyset]]
 #: Resolves a connection id to the secret bytes of an HMAC masking key.
 SecretResolver = Callable[[str], bytes]
+
+#: records per chunk of a derive job: it holds a chunk's plaintexts for every output, so smaller
+#: chunks than an encrypt job's keep it under 300 MB (and its per-chunk costs are small)
+DERIVE_CHUNK_ROWS = 20_000
 
 _LINK = "strmMeta.keyLink"
 _CONSENT = "strmMeta.consentLevels"
@@ -113,7 +116,7 @@ class DeriveJob(BatchJob):
         source_path: str | None = None,
         encrypted_path: str | None = None,
         secrets: SecretResolver | None = None,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_rows: int = DERIVE_CHUNK_ROWS,
         checkpoint_rows: int | None = None,
         context: dict[str, object] | None = None,
         job_id: str | None = None,
@@ -340,7 +343,7 @@ def _mask_array(values: pa.Array, masker: Masker) -> pa.Array:
     """:func:`_mask` of an Arrow column: each distinct value hashed once."""
     encoded = values.dictionary_encode()
     hashed = _mask(encoded.dictionary.to_pylist(), masker)
-    return _utf8([v.encode("utf-8") for v in hashed]).take(encoded.indices)
+    return utf8_column([v.encode("utf-8") for v in hashed]).take(encoded.indices)
 
 
 class _ListRecords:
@@ -410,10 +413,10 @@ class _ArrowRecords:
         self.chunk = chunk
         self.table = table
         self.n = table.num_rows
-        links = _whole(table.column(job._link_idx)).dictionary_encode()
+        links = as_array(table.column(job._link_idx)).dictionary_encode()
         self.link_names: list[str] = links.dictionary.to_pylist()
         self.link_codes: pa.Array = links.indices
-        consents = _whole(table.column(job._consent_idx)).dictionary_encode()
+        consents = as_array(table.column(job._consent_idx)).dictionary_encode()
         self.kinds = kinds = [job._consent_kind(value) for value in consents.dictionary.to_pylist()]
         self.consent_codes: pa.Array = consents.indices
         self.bad: list[BadRow] = []
@@ -427,7 +430,7 @@ class _ArrowRecords:
         self.gone = gone = job._removed({link for link in self.link_names if link not in keysets})
         self.kept_keys: pa.Array | None = None  # records whose key was not removed (None: all)
         if gone:
-            self.kept_keys = _bools([link not in gone for link in self.link_names]).take(self.link_codes)
+            self.kept_keys = bool_column([link not in gone for link in self.link_names]).take(self.link_codes)
         needing = []  # per decrypted column, the records that need it decrypted
         for pos in range(len(job._decrypted)):
             needs = self._by_consent([kind is not None and pos in kind.decrypt for kind in kinds])
@@ -440,7 +443,7 @@ class _ArrowRecords:
 
     def _by_consent(self, per_consent: list[bool]) -> pa.Array:
         """A record mask from a flag per distinct consent value."""
-        return _bools(per_consent).take(self.consent_codes)
+        return bool_column(per_consent).take(self.consent_codes)
 
     def _decrypt(
         self, needing: list[pa.Array], keysets: list[Keyset | None]
@@ -450,14 +453,14 @@ class _ArrowRecords:
         The needed values of every column are pooled, so each distinct (key, ciphertext) pair is
         decrypted once, in key order (one cipher per key), whichever column it came from.
         """
-        columns = [_whole(self.table.column(col)) for col in self.job._decrypted]
+        columns = [as_array(self.table.column(col)) for col in self.job._decrypted]
         rows = [pc.indices_nonzero(needs) for needs in needing]
         if sum(len(at) for at in rows) == 0:
             return columns, {}
         values = pa.concat_arrays([column.take(at) for column, at in zip(columns, rows, strict=True)])
         owners = pa.concat_arrays([self.link_codes.take(at) for at in rows]).cast(pa.int64())
         ciphertexts = values.dictionary_encode()
-        distinct = _int64s([len(ciphertexts.dictionary)])[0]
+        distinct = int64_column([len(ciphertexts.dictionary)])[0]
         pairs = pc.add(pc.multiply(owners, distinct), ciphertexts.indices.cast(pa.int64())).dictionary_encode()
         in_order = pc.sort_indices(pairs.dictionary)  # by owner: one key's pairs are adjacent
         ordered = pairs.dictionary.take(in_order)
@@ -465,12 +468,12 @@ class _ArrowRecords:
         pair_values = ciphertexts.dictionary.take(pc.subtract(ordered, pc.multiply(pair_owners, distinct)))
         plains, errors = decrypt_grouped(pair_owners.to_pylist(), pair_values.cast(pa.binary()).to_pylist(), keysets)
         where = pc.sort_indices(in_order).take(pairs.indices)  # each pooled value's place in plains
-        pooled = _utf8(plains).take(where)
+        pooled = utf8_column(plains).take(where)
         out: list[pa.Array] = []
         failed: dict[int, tuple[int, DecryptionError]] = {}
         if errors:  # rare: find the records of the pairs that failed, each at its first failing column
             starts = list(accumulate((len(at) for at in rows), initial=0))
-            failing = pc.is_in(where.cast(pa.int64()), value_set=_int64s(sorted(errors)))
+            failing = pc.is_in(where.cast(pa.int64()), value_set=int64_column(sorted(errors)))
             for k in pc.indices_nonzero(failing).to_pylist():
                 pos = bisect_right(starts, k) - 1
                 i, j = rows[pos][k - starts[pos]].as_py(), where[k].as_py()
@@ -492,7 +495,7 @@ class _ArrowRecords:
         first, held = self.chunk.first_row, [False] * self.n
         for row in chunk.rows:
             held[row - first] = True
-        return _bools(held)
+        return bool_column(held)
 
     def excluded_by_reason(self, chunk: RecordChunk) -> Counter[str]:
         if self.kept_keys is None:
@@ -530,40 +533,14 @@ class _ArrowRecords:
         out: list[pa.Array] = []
         for col in range(len(job._header)):
             if col in unchanged:
-                out.append(_whole(taken.column(unchanged[col])))
+                out.append(as_array(taken.column(unchanged[col])))
                 continue
-            values = self.plain[col] if col in target.decrypt else _whole(self.table.column(col))
+            values = self.plain[col] if col in target.decrypt else as_array(self.table.column(col))
             if not every:
                 values = values.take(indices)
             masker = target.masks.get(col)
             out.append(values if masker is None else _mask_array(values, masker))
         return out, kept
-
-
-def _whole(column: pa.ChunkedArray) -> pa.Array:
-    """A table column as one array."""
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-
-
-def _bools(flags: list[bool]) -> pa.Array:
-    """A boolean array, from its bitmap."""
-    bitmap = bytearray((len(flags) + 7) // 8)
-    for i in compress(range(len(flags)), flags):
-        bitmap[i >> 3] |= 1 << (i & 7)
-    return pa.Array.from_buffers(pa.bool_(), len(flags), [None, pa.py_buffer(bitmap)])
-
-
-def _int64s(values: list[int]) -> pa.Array:
-    """An int64 array, from its buffer."""
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(array("q", values))])
-
-
-def _utf8(values: list[bytes]) -> pa.Array:
-    """A string array of UTF-8 byte strings (already checked), from its buffers."""
-    offsets = array("q", [0])
-    offsets.extend(accumulate(map(len, values)))
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
-    return pa.Array.from_buffers(pa.large_string(), len(values), buffers).cast(pa.string())
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,13 @@ only after the last record; on any failure they are discarded.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
@@ -36,7 +34,7 @@ from airflow_provider_strm.core.errors import (
     TooManyBadRecords,
 )
 from airflow_provider_strm.core.formats import RecordReader, RecordWriter, gunzipped, record_reader, record_writer
-from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.keystore import KeyStore, collector_paused
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
 log = logging.getLogger(__name__)
@@ -223,7 +221,7 @@ class BatchJob:
         last_progress = time.monotonic()
         for chunk in reader.chunks():
             result.rows_in += len(chunk) + len(chunk.bad)
-            with _one_collection():
+            with collector_paused():
                 in_flight.append(self._pool.submit(_work_on_chunk, self.prepare_chunk(chunk, result)))
             while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
                 self.absorb(in_flight.popleft().result(), result)
@@ -318,7 +316,7 @@ class BatchJob:
             if self.checkpoint_rows:
                 digest.update(chunk)  # only a checkpoint needs it
             result.rows_in += size
-            with _one_collection():
+            with collector_paused():
                 bad = chunk.bad + self.validate_chunk(chunk)
                 if bad:
                     self.reject(bad, result)
@@ -529,28 +527,10 @@ def _start_worker(spec: WorkerSpec) -> None:
 def _work_on_chunk(chunk: RecordChunk) -> object:
     assert _worker is not None, "worker process not started"
     try:
-        with _one_collection():
+        with collector_paused():
             return _worker.work_on_chunk(chunk)
     finally:
         _release_arrow_memory()
-
-
-@contextmanager
-def _one_collection() -> Iterator[None]:
-    """Python's cyclic garbage collector paused while a chunk is processed, so it runs once per chunk.
-
-    A chunk allocates hundreds of thousands of short-lived objects (values, ciphertexts, keys) and
-    no reference cycles; left running, the collector would walk the job's live objects hundreds of
-    times per chunk (~8% of an encrypt job). Whatever cycles a chunk leaves are collected after it.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _release_arrow_memory() -> None:

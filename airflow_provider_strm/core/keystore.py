@@ -294,7 +294,7 @@ class KeyStore:
         Returns a dict keyed like the input; ``StoredKey.created`` tells which
         keys this call created. Safe when several processes ask at once.
         """
-        with _collector_paused():  # resumed once this call's temporaries are gone
+        with collector_paused():  # resumed once this call's temporaries are gone
             return self._get_or_create(group_id, entities, window_ms, policy_id, expires_at)
 
     def _get_or_create(
@@ -983,8 +983,8 @@ def create_engine(url: str) -> sa.Engine:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (if it runs) for a bulk key call.
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (if it runs) for a bulk call or one chunk of a job.
 
     A call of 20k keys allocates some 100k small objects (keysets, keys, tuples) and makes no
     reference cycles; left running, the collector would start hundreds of times per call, each

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS
-from airflow_provider_strm.core.derive import DeriveJob
+from airflow_provider_strm.core.derive import DERIVE_CHUNK_ROWS, DeriveJob
 from airflow_provider_strm.core.keyfiles import keys_file_lookup
 from airflow_provider_strm.hooks.connector import storage_for
 from airflow_provider_strm.hooks.keystore import StrmKeyStoreHook
@@ -71,7 +70,7 @@ class DeriveDataOperator(StrmJobDefaults, BaseOperator):
         encrypted_path: str | None = None,
         keys_path: str | None = None,
         config_overrides: Mapping[str, Any] | None = None,
-        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        chunk_rows: int = DERIVE_CHUNK_ROWS,
         checkpoint_rows: int | None = None,
         workers: int = 1,
         **kwargs: Any,
