@@ -411,7 +411,8 @@ def against_targets(results: dict[int, dict[str, dict]]) -> list[str]:
                 line(f"{rows:,} rows, {LABELS[case]} peak RSS MB", rss, 300, ".0f", lower_is_better=True)
         keys = rate(rows, "keystore_pg")
         if keys is not None:
-            line(f"{rows:,} distinct keys created in PostgreSQL, keys/s", keys, 50_000, ",.0f")
+            created = results[rows]["keystore_pg"]["rows"]
+            line(f"{rows:,}-row run: {created:,} distinct keys created in PostgreSQL, keys/s", keys, 50_000, ",.0f")
     return out
 
 
