@@ -31,6 +31,7 @@ _KEY_SIZE = 64
 # Serialized google.crypto.tink.AesSivKey proto: field 2 (key_value), length 64; version 0 is omitted.
 _PROTO_HEADER = b"\x12\x40"
 _NO_AD = [b""]
+_CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
 _TINK_JSON = (
     '{"primaryKeyId":%d,"key":[{"keyData":{"typeUrl":"' + AES_SIV_TYPE_URL + '","value":"%s",'
     '"keyMaterialType":"SYMMETRIC"},"status":"ENABLED","keyId":%d,"outputPrefixType":"TINK"}]}'
@@ -56,6 +57,17 @@ class Keyset:
         while key_id == 0:
             key_id = secrets.randbits(31)  # Tink draws ids below 2^31, so they stay positive in Java
         return cls(key_id, os.urandom(_KEY_SIZE))
+
+    @classmethod
+    def generate_many(cls, n: int) -> list[Keyset]:
+        """``n`` fresh keysets (what :meth:`generate` makes) from two draws of randomness."""
+        ids = bytearray(os.urandom(4 * n))
+        ids[::4] = ids[::4].translate(_CLEAR_TOP_BIT)  # Tink draws key ids below 2^31 ...
+        key_ids = list(struct.unpack(f">{n}I", ids))
+        while 0 in key_ids:  # ... and never 0
+            key_ids[key_ids.index(0)] = secrets.randbits(31)
+        keys = os.urandom(_KEY_SIZE * n)
+        return list(map(cls, key_ids, [keys[i : i + _KEY_SIZE] for i in range(0, _KEY_SIZE * n, _KEY_SIZE)]))
 
     def to_tink_json(self) -> str:
         """The cleartext Tink JSON keyset, as STRM's keys files hold it (compact JSON, fixed key order)."""

@@ -27,7 +27,6 @@ import gc
 import hashlib
 import hmac
 import os
-import secrets
 import struct
 import time
 import uuid
@@ -851,7 +850,7 @@ class _NewKeys:
         end = min(start + _SLICE, len(self.missing))
         if start < end:
             links = self.links[start:end]
-            keysets = _new_keysets(end - start)
+            keysets = Keyset.generate_many(end - start)
             self.blobs += self.cipher.wrap_many([k.to_secret_bytes() for k in keysets], [x.encode() for x in links])
             p, e = self.policy_id, self.expires_at
             self.keys += [
@@ -922,20 +921,6 @@ def _binary_field(value: str | int | None, encoding: str) -> bytes:
         return struct.pack(">iq", 8, value)
     data = value.encode(encoding)
     return struct.pack(">i", len(data)) + data
-
-
-_CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
-
-
-def _new_keysets(n: int) -> list[Keyset]:
-    """``n`` fresh keysets (what ``Keyset.generate`` makes) from two draws of randomness."""
-    ids = bytearray(os.urandom(4 * n))
-    ids[::4] = ids[::4].translate(_CLEAR_TOP_BIT)  # Tink draws key ids below 2^31 ...
-    key_ids = list(struct.unpack(f">{n}I", ids))
-    while 0 in key_ids:  # ... and never 0
-        key_ids[key_ids.index(0)] = secrets.randbits(31)
-    keys = os.urandom(64 * n)
-    return list(map(Keyset, key_ids, [keys[i : i + 64] for i in range(0, 64 * n, 64)]))
 
 
 _UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant, 2 random bits kept

@@ -11,9 +11,10 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import KeyStoreError
 from airflow_provider_strm.core.kek import AeadKey
-from airflow_provider_strm.core.keystore import KeyStore, _new_keysets, _uuid4_strings, keys_table, new_kek
+from airflow_provider_strm.core.keystore import KeyStore, _uuid4_strings, keys_table, new_kek
 
 DAY = 86_400_000
 
@@ -191,7 +192,7 @@ def test_new_key_links_are_random_version_4_uuids() -> None:
 
 
 def test_new_keysets_have_tink_key_ids_and_64_random_bytes() -> None:
-    keysets = _new_keysets(5000)
+    keysets = Keyset.generate_many(5000)
     assert all(0 < k.key_id < 2**31 and len(k.key_bytes) == 64 for k in keysets)
     assert len({k.key_bytes for k in keysets}) == 5000 and len({k.key_id for k in keysets}) > 4990
     assert max(k.key_id for k in keysets) > 2**30  # the top bit that is kept is random
