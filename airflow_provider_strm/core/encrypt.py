@@ -221,12 +221,11 @@ class EncryptJob(BatchJob):
     ) -> tuple[_ChunkKeys, dict[tuple[str, int], StoredKey]]:
         """Each record's entity (key-field value, UTC day) and every entity's key; data subjects linked."""
         table = chunk.table
-        n = len(chunk)
-        kept = self._stamps
-        if kept is not None and kept[0] == chunk.first_row and len(kept[1]) == n and isinstance(kept[1], np.ndarray):
-            stamps = kept[1]
-        else:
+        kept = self._kept_stamps(chunk)
+        if kept is None:
             stamps = self.parser.parse_array(as_array(table.column(self._ts_idx)))
+        else:
+            stamps = np.asarray(kept, dtype=np.int64)
         windows = stamps - stamps % DAY_MS
         # entities numbered in order of first appearance
         key_values, key_codes = distinct(as_array(table.column(self._key_idx)))
@@ -257,12 +256,9 @@ class EncryptJob(BatchJob):
         """The output columns of a chunk whose keys are resolved: PII encrypted, strmMeta appended."""
         columns = [as_array(c) for c in chunk.table.columns]
         n = len(chunk)
-        entity_of = plan.entity_of
-        # each distinct (entity, value) of the PII columns is encrypted once, one cipher per entity:
-        # pair codes entity * width + (the value's number among all PII columns' distinct values), sorted
         out: list = list(columns)
         if self._pii_idx:
-            encrypted = _encrypt_columns([columns[i] for i in self._pii_idx], plan.entity_of, plan.keysets)
+            encrypted = _encrypt_arrow_columns([columns[i] for i in self._pii_idx], plan.entity_of, plan.keysets)
             for i, column in zip(self._pii_idx, encrypted, strict=True):
                 out[i] = column
         if self._consent_idx is None:
@@ -274,7 +270,7 @@ class EncryptJob(BatchJob):
             repeat(self.contract_ref, n),
             repeat("0", n),
             int64_column(plan.stamps).cast(pa.string()),
-            gather(plan.links, entity_of),
+            gather(plan.links, plan.entity_of),
             repeat(None, n),
             consent,
         ]
@@ -404,11 +400,17 @@ class EncryptJob(BatchJob):
         return bad
 
     def _timestamps(self, values: list[str], chunk: RecordChunk) -> list[int]:
+        kept = self._kept_stamps(chunk)
+        if kept is None:
+            return self.parser.parse_many(values)
+        return kept.tolist() if isinstance(kept, np.ndarray) else kept
+
+    def _kept_stamps(self, chunk: RecordChunk) -> np.ndarray | list[int] | None:
+        """The timestamps :meth:`validate_chunk` parsed for this very chunk (every record passed), if any."""
         kept = self._stamps
-        if kept is not None and kept[0] == chunk.first_row and len(kept[1]) == len(values):
-            stamps = kept[1]
-            return stamps.tolist() if isinstance(stamps, np.ndarray) else stamps
-        return self.parser.parse_many(values)
+        if kept is not None and kept[0] == chunk.first_row and len(kept[1]) == len(chunk):
+            return kept[1]
+        return None
 
     def _keys(self, entities: set[tuple[str, int]], result: JobResult) -> dict[tuple[str, int], StoredKey]:
         """The key of each entity: from the job's cache, else from the key store in one bulk call."""
@@ -511,7 +513,7 @@ class _EncryptWorkerSpec(WorkerSpec):
         return job
 
 
-def _encrypt_columns(columns: list[pa.Array], entity_of: np.ndarray, keysets: list[Keyset]) -> list[pa.Array]:
+def _encrypt_arrow_columns(columns: list[pa.Array], entity_of: np.ndarray, keysets: list[Keyset]) -> list[pa.Array]:
     """The columns encrypted, record ``r`` under ``keysets[entity_of[r]]``.
 
     Each distinct (entity, value) pair of all the columns is encrypted once, with one cipher per

@@ -19,8 +19,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
-import pyarrow as pa
-
 from airflow_provider_strm.core.checkpoint import PartedOutput, RecordDigest, job_key
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
 from airflow_provider_strm.core.contract import DataContract
@@ -34,7 +32,8 @@ from airflow_provider_strm.core.errors import (
     TooManyBadRecords,
 )
 from airflow_provider_strm.core.formats import RecordReader, RecordWriter, gunzipped, record_reader, record_writer
-from airflow_provider_strm.core.keystore import KeyStore, collector_paused
+from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.memory import collector_paused, release_arrow_memory
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
 log = logging.getLogger(__name__)
@@ -225,7 +224,7 @@ class BatchJob:
                 in_flight.append(self._pool.submit(_work_on_chunk, self.prepare_chunk(chunk, result)))
             while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
                 self.absorb(in_flight.popleft().result(), result)
-                _release_arrow_memory()
+                release_arrow_memory()
             if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = time.monotonic()
                 self._state(
@@ -323,7 +322,7 @@ class BatchJob:
                     chunk = chunk.without({b.row for b in bad})
                 if len(chunk):
                     self.process_chunk(chunk, result)
-            _release_arrow_memory()
+            release_arrow_memory()
             since_checkpoint += size
             if self.checkpoint_rows and since_checkpoint >= self.checkpoint_rows:
                 self._checkpoint(pending, reader.rows_read, digest, result)
@@ -530,12 +529,7 @@ def _work_on_chunk(chunk: RecordChunk) -> object:
         with collector_paused():
             return _worker.work_on_chunk(chunk)
     finally:
-        _release_arrow_memory()
-
-
-def _release_arrow_memory() -> None:
-    # Arrow's allocator keeps freed chunk buffers for reuse; handing them back keeps a job's memory flat
-    pa.default_memory_pool().release_unused()
+        release_arrow_memory()
 
 
 def no_storage(_conn_id: str | None) -> Storage:

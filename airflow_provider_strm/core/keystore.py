@@ -23,7 +23,6 @@ So N processes asking for the same key at once all get the one that won.
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import hmac
 import os
@@ -31,7 +30,6 @@ import struct
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -47,6 +45,7 @@ from airflow_provider_strm.core.kek import (
     new_kek,
     parse_kek,
 )
+from airflow_provider_strm.core.memory import collector_paused
 
 __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
@@ -496,7 +495,7 @@ class KeyStore:
         if not rows:
             return
         with self.engine.begin() as conn:
-            if self.raw_inserts and conn.dialect.name == "sqlite":  # one C loop, no per-row SQLAlchemy work
+            if self.raw_inserts and self._dialect[0] == "sqlite":  # one C loop, no per-row SQLAlchemy work
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 try:
                     cursor.executemany(
@@ -965,25 +964,6 @@ def create_engine(url: str) -> sa.Engine:
         return engine
     # hide_parameters: an error must never print wrapped keys or digests into a log
     return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector (if it runs) for a bulk call or one chunk of a job.
-
-    A call of 20k keys allocates some 100k small objects (keysets, keys, tuples) and makes no
-    reference cycles; left running, the collector would start hundreds of times per call, each
-    time walking the live objects (a third of the call's time). Cycles made elsewhere meanwhile
-    are collected after.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _default_actor() -> str:
