@@ -126,16 +126,12 @@ def test_the_real_strm_ciphertext_derives_to_its_plaintext_with_a_strm_keys_file
     assert parse_csv((bucket / "out.csv").read_bytes())[1][0] == "17850"
 
 
-def _encrypt_and_derive(
-    bucket: Path, store: KeyStore, records: list[dict[str, str]], pii: dict[str, int], derived: list[dict]
-):  # type: ignore[no-untyped-def]
+def _clickstream(root: Path, records: list[dict[str, str]], pii: dict[str, int], derived: list[dict], **extra):  # type: ignore[no-untyped-def]
+    """Write ``records`` as ``root/in.csv``; its header, encrypt+derive config and contract (``extra``: more config)."""
     header = ["id", "ts", "consent", *pii, "plain"]
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    for r in records:
-        writer.writerow([r[h] for h in header])
-    (bucket / "in.csv").write_text(buf.getvalue())
+    csv.writer(buf).writerows([header, *([r[h] for h in header] for r in records)])
+    (root / "in.csv").write_text(buf.getvalue())
     config = load_batch_job_config(
         {
             "source_data": {"file_name": "in.csv"},
@@ -144,9 +140,16 @@ def _encrypt_and_derive(
             "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
             "encrypted_data": {"target": {"path_prefix": "enc"}},
             "derived_data": derived,
+            **extra,
         }
     )
-    contract = load_data_contract({"keyField": "id", "piiFields": pii})
+    return header, config, load_data_contract({"keyField": "id", "piiFields": pii})
+
+
+def _encrypt_and_derive(
+    bucket: Path, store: KeyStore, records: list[dict[str, str]], pii: dict[str, int], derived: list[dict]
+):  # type: ignore[no-untyped-def]
+    header, config, contract = _clickstream(bucket, records, pii, derived)
     storages = lambda c: LocalStorage(bucket)  # noqa: E731
     EncryptJob(config, contract, store, storages).run()
     result = DeriveJob(config, contract, store, storages).run()
@@ -434,22 +437,7 @@ def test_the_columnar_path_writes_the_bytes_of_the_record_by_record_path(
         if masked:
             d["masked_fields"] = {"field_patterns": {"h/n/1": {"field_patterns": [sorted(pii)[0], "plain"]}}}
         derived.append(d)
-    header = ["id", "ts", "consent", *pii, "plain"]
-    buf = io.StringIO()
-    csv.writer(buf).writerows([header, *([r[h] for h in header] for r in records)])
-    (root / "in.csv").write_text(buf.getvalue())
-    config = load_batch_job_config(
-        {
-            "source_data": {"file_name": "in.csv"},
-            "consent": {"default_consent_levels": [], "consent_level_extractor": {"field": "consent"}},
-            "encryption": {"timestamp_config": {"field": "ts"}},
-            "event_contract_ref": {"handle": "h", "name": "n", "version": "1"},
-            "encrypted_data": {"target": {"path_prefix": "enc"}},
-            "derived_data": derived,
-            "dead_letter": {"target": {"path_prefix": "dead"}},
-        }
-    )
-    contract = load_data_contract({"keyField": "id", "piiFields": pii})
+    _, config, contract = _clickstream(root, records, pii, derived, dead_letter={"target": {"path_prefix": "dead"}})
     storages = lambda c: LocalStorage(root)  # noqa: E731
     EncryptJob(config, contract, store, storages).run()
     _mess_up(root / "enc/in-encrypted.csv", data, sorted(pii))
