@@ -34,6 +34,16 @@ def redis_available() -> bool:
         return False
 
 
+def worker_logs(tmp_path: Path) -> str:
+    """What each worker received and finished, for a failing assertion."""
+    lines = []
+    for name in ("worker-a", "worker-b"):
+        text = (tmp_path / f"{name}.log").read_text()
+        lines += [f"{name}: {line[:160]}" for line in text.splitlines() if " received" in line or "succeeded" in line]
+        lines.append(f"{name} log tail: {text[-1500:]}")
+    return "\n".join(lines)
+
+
 def test_two_celery_workers_share_the_work_and_the_key_store(tmp_path, pg_url_module, pg_url) -> None:
     if not redis_available():
         from conftest import unavailable
@@ -65,7 +75,8 @@ def test_two_celery_workers_share_the_work_and_the_key_store(tmp_path, pg_url_mo
         cluster.start()
         for name in ("worker-a", "worker-b"):
             log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115
-            env = {**cluster.env, "STRM_TEST_WORKER_NAME": name}
+            # each encrypt task holds 3 s as it starts: the two mapped encrypt tasks of a run, queued together, overlap
+            env = {**cluster.env, "STRM_TEST_WORKER_NAME": name, "STRM_TEST_HOLD_TASK": ".encrypt"}
             workers.append(
                 subprocess.Popen(
                     [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1"],
@@ -113,7 +124,7 @@ def test_two_celery_workers_share_the_work_and_the_key_store(tmp_path, pg_url_mo
     store = KeyStore(pg_url, kek)
     jobs = [j for j in store.jobs() if j["kind"] == "encrypt"]
     assert len(jobs) == 6 and {j["state"] for j in jobs} == {"FINISHED"}
-    assert {j["hostname"] for j in jobs} == {"worker-a", "worker-b"}, "both workers processed files"
+    assert {j["hostname"] for j in jobs} == {"worker-a", "worker-b"}, worker_logs(tmp_path)
     # one key per (session, UTC day) across every file and worker: no duplicates
     parser = TimestampParser("yyyy-MM-dd'T'HH:mm:ss", "Europe/Amsterdam")
     entities = set()
