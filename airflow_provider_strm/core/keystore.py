@@ -29,7 +29,7 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -259,24 +259,27 @@ class KeyStore:
 
     def digest(self, group_id: str, value: str, kind: str = "key") -> str:
         """The keyed digest stored instead of a key-field (or data-subject) value."""
+        return self._digester(group_id, kind)(value)
+
+    def _digester(self, group_id: str, kind: str = "key") -> Callable[[str], str]:
+        """:meth:`digest` of one group and kind, for many values: the HMAC of their common prefix is made once."""
         if self._digest_secret is None:
             self.ensure_schema()
         assert self._digest_secret is not None
-        text = f"{group_id}\x00{value}" if kind == "key" else f"{group_id}\x00{kind}\x00{value}"
-        return hmac.new(self._digest_secret, text.encode(), hashlib.sha256).hexdigest()
+        prefix = f"{group_id}\x00" if kind == "key" else f"{group_id}\x00{kind}\x00"
+        start = hmac.new(self._digest_secret, prefix.encode(), hashlib.sha256)
+
+        def digest(value: str) -> str:
+            h = start.copy()  # HMAC(secret, prefix + value), the prefix already absorbed
+            h.update(value.encode())
+            return h.hexdigest()
+
+        return digest
 
     def _key_digests(self, group_id: str, entities: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        """:meth:`digest` of many key-field values: the HMAC of the group prefix is computed once."""
-        if self._digest_secret is None:
-            self.ensure_schema()
-        assert self._digest_secret is not None
-        prefix = hmac.new(self._digest_secret, f"{group_id}\x00".encode(), hashlib.sha256)
-        out = {}
-        for entity in entities:  # a repeated entity is digested twice, which is cheaper than a set first
-            h = prefix.copy()
-            h.update(f"{entity[0]}".encode())  # as digest() formats it
-            out[entity] = h.hexdigest()
-        return out
+        """:meth:`digest` of each entity's key-field value (a repeated entity is digested twice: cheaper than a set)."""
+        digest = self._digester(group_id)
+        return {entity: digest(entity[0]) for entity in entities}
 
     def get_or_create(
         self,
@@ -483,13 +486,14 @@ class KeyStore:
 
     def link_subjects(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
         """Remember which keys encrypted which data subject's records (as digests), so they can be forgotten."""
+        digest = self._digester(group_id, "subject")
         digests: dict[str, str] = {}  # a subject has many keys: one digest each
         distinct: set[tuple[str, str]] = set()
         for subject, link in pairs:
             if subject != "":
                 found = digests.get(subject)
                 if found is None:
-                    found = digests[subject] = self.digest(group_id, subject, "subject")
+                    found = digests[subject] = digest(subject)
                 distinct.add((found, link))
         rows = sorted(distinct)
         if not rows:
@@ -518,7 +522,7 @@ class KeyStore:
         Their ciphertexts can no longer be decrypted by anyone; derive jobs exclude their
         records with the reason ``forgotten``. Returns counts; the audit record holds no value.
         """
-        digests = sorted({self.digest(group_id, s, "subject") for s in subjects})
+        digests = sorted(set(map(self._digester(group_id, "subject"), subjects)))
         with self.engine.begin() as conn:
             links: set[str] = set()
             for i in range(0, len(digests), _BATCH):

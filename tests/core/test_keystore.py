@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import gc
+import hashlib
+import hmac
 import multiprocessing as mp
 import os
 import uuid
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import KeyStoreError
@@ -52,6 +56,19 @@ def test_keys_are_found_by_key_link(sqlite_store: KeyStore) -> None:
     found = sqlite_store.keys_by_link([stored.key_link, "00000000-0000-0000-0000-000000000000"])
     assert list(found) == [stored.key_link]
     assert found[stored.key_link].keyset == stored.keyset
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(group=st.text(max_size=20), value=st.text(max_size=40))
+def test_digests_are_the_hmac_of_group_kind_and_value(sqlite_store: KeyStore, group: str, value: str) -> None:
+    # what existing key stores hold: the bulk paths (a digester per call) must give exactly these
+    secret = sqlite_store._digest_secret or (sqlite_store.ensure_schema() or sqlite_store._digest_secret)
+    assert secret is not None
+    key = hmac.new(secret, f"{group}\x00{value}".encode(), hashlib.sha256).hexdigest()
+    subject = hmac.new(secret, f"{group}\x00subject\x00{value}".encode(), hashlib.sha256).hexdigest()
+    assert sqlite_store.digest(group, value) == key
+    assert sqlite_store.digest(group, value, "subject") == subject
+    assert sqlite_store._key_digests(group, [(value, 0), (value, DAY)]) == {(value, 0): key, (value, DAY): key}
 
 
 def test_neither_raw_key_bytes_nor_raw_values_are_stored(sqlite_store: KeyStore) -> None:
