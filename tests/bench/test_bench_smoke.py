@@ -53,6 +53,9 @@ def test_the_benchmark_command_prints_its_table_and_its_jobs_are_correct(tmp_pat
     assert any(label.startswith("DeriveJob, 1 core") for label in measured)
     assert any(label.startswith("EncryptJob, all cores") for label in measured)
     assert any(label.startswith("DeriveJob, all cores") for label in measured)
+    # the all-cores rows show the workers' memory too, not only the reading process's
+    assert all(" + largest worker " in line for label, line in measured.items() if "all cores" in label)
+    assert "largest worker peak RSS MB" in out
     if os.environ.get("CI") == "true":  # PostgreSQL runs on our machines: the row must be measured there
         assert any(label.startswith("key store: distinct keys created in PostgreSQL") for label in measured), out
     assert "failed" not in out and "WRONG" not in out
