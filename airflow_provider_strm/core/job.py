@@ -16,6 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import BinaryIO
 
@@ -296,6 +297,18 @@ class BatchJob:
             if reason is None:
                 return self._process_parallel(reader, result, started)
             log.warning("%s: running in one process instead of %d: %s", self.input_name, self.workers, reason)
+        # one key-store transaction for many chunks (SQLite); committed before anything that needs its keys
+        with self.key_store.batched() if self.key_store is not None else nullcontext():
+            self._process_serial(reader, pending, result, started, resume)
+
+    def _process_serial(
+        self,
+        reader: RecordReader,
+        pending: list[PendingObject],
+        result: JobResult,
+        started: float,
+        resume: dict[str, object] | None,
+    ) -> None:
         digest = RecordDigest()
         skip = 0
         if resume is not None:
@@ -352,6 +365,7 @@ class BatchJob:
         self, pending: list[PendingObject], rows_done: int, digest: RecordDigest, result: JobResult
     ) -> None:
         self.flush()
+        self.key_store.commit()  # type: ignore[union-attr]  # the keys of the records the parts hold, first
         for p in pending:
             p.checkpoint()  # type: ignore[attr-defined]
         counters = {**result.counters(), "excluded_by_reason": dict(result.excluded_by_reason)}

@@ -30,6 +30,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -191,19 +192,72 @@ class KeyStore:
         self._dek_key: AeadKey | None = None  # the DEK's cipher, made once (see _dek_cipher)
         self._dialect = (engine.dialect.name, engine.dialect.driver)
         self._expect_new = False  # the last get_or_create found none of its keys stored (see there)
+        self._held: _HeldTransaction | None = None  # see batched()
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def batched(self, max_seconds: float = 2.0) -> Iterator[None]:
+        """SQLite: this store's writes inside the block share one transaction, committed at least every
+        ``max_seconds`` (at the first write after), by :meth:`commit`, by job states and checkpoints, and
+        when the block ends; rolled back if it raises. Other databases: no change.
+
+        SQLite rewrites every index page a transaction touches when it commits; key digests and links are
+        random, so one transaction per chunk rewrites most of each index once per chunk. Nothing may be
+        published that needs the block's keys before they are committed (commit first). Another process
+        writing to the same file waits for at most ``max_seconds`` plus one chunk's work, within the busy
+        timeout; this process must write through this store only (another connection would wait on it).
+        """
+        if self._dialect[0] != "sqlite" or self._held is not None:
+            yield
+            return
+        conn = self.engine.connect()
+        conn.begin()
+        self._held = _HeldTransaction(conn, max_seconds, time.monotonic())
+        try:
+            yield
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            self._held = None
+            conn.close()
+
+    def commit(self) -> None:
+        """Commit what a :meth:`batched` block has written so far (nothing to do outside one)."""
+        if self._held is not None:
+            self._held.commit()
+
+    @contextmanager
+    def _begin(self, *, batch: bool = False) -> Iterator[sa.Connection]:
+        """A connection in a transaction, committed when the block ends; in a :meth:`batched` block, its
+        transaction, committed then only if its time is up and ``batch`` (new keys and subject links)."""
+        held = self._held
+        if held is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        yield held.conn
+        if not batch or time.monotonic() - held.since >= held.max_seconds:
+            held.commit()
+
+    def _connect(self) -> AbstractContextManager[sa.Connection]:
+        """A connection to read with: the batched one (it sees what the batch wrote) or a new one."""
+        return nullcontext(self._held.conn) if self._held is not None else self.engine.connect()
 
     # ------------------------------------------------------------------ schema
 
     def ensure_schema(self) -> None:
         """Create the tables (idempotent, safe across processes) and check the schema version."""
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 metadata.create_all(conn, checkfirst=True)
         except sa.exc.OperationalError as exc:
             raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
         except sa.exc.IntegrityError:
             pass  # another process created the same tables at the same moment
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             rows = dict(conn.execute(sa.select(schema_table.c.name, schema_table.c.value)).all())
             if "dek" not in rows:  # a new store: its DEK is made (and wrapped by the KEK) exactly once
                 dek = os.urandom(32)
@@ -250,7 +304,7 @@ class KeyStore:
     def check(self) -> None:
         """Raise :class:`JobStartError` if the database cannot be reached."""
         try:
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError as exc:
             raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
@@ -341,7 +395,7 @@ class KeyStore:
         rows = new.rows()
         for attempt in range(5):
             try:
-                with self.engine.begin() as conn:
+                with self._begin(batch=True) as conn:
                     if self.raw_inserts and self._dialect == ("postgresql", "psycopg2"):
                         return self._insert_keys_pg(conn, rows)
                     if self.raw_inserts and self._dialect[0] == "sqlite":
@@ -372,7 +426,7 @@ class KeyStore:
 
         sql = f"COPY {keys_table.name} ({', '.join(_KEY_COLUMNS)}) FROM STDIN (FORMAT binary)"
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 driver_conn = conn.connection.driver_connection
                 with driver_conn.cursor() as cursor:  # type: ignore[union-attr]
                     cursor.copy_expert(sql, new.copy_stream(encodings[driver_conn.encoding]))  # type: ignore[union-attr]
@@ -417,7 +471,7 @@ class KeyStore:
         """The keys named by ``key_links`` that exist (unknown or forgotten links are absent)."""
         links = sorted(set(key_links))
         out: dict[str, StoredKey] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for i in range(0, len(links), _BATCH):
                 part = links[i : i + _BATCH]
                 for row in conn.execute(sa.select(keys_table).where(keys_table.c.key_link.in_(part))):
@@ -428,7 +482,7 @@ class KeyStore:
         query = sa.select(sa.func.count()).select_from(keys_table)
         if group_id is not None:
             query = query.where(keys_table.c.group_id == group_id)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def _select(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:
@@ -438,7 +492,7 @@ class KeyStore:
         by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
         digests = sorted({d for d in wanted.values()})
         out: dict[tuple[str, int], StoredKey] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for i in range(0, len(digests), _BATCH):
                 part = digests[i : i + _BATCH]
                 query = sa.select(keys_table).where(
@@ -471,7 +525,7 @@ class KeyStore:
         }
         unwrap = self._dek_cipher().unwrap
         out: dict[tuple[str, int], StoredKey] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(query, params).all()
         for digest, window, link, blob, policy, expires in rows:
             keyset = Keyset.from_secret_bytes(unwrap(bytes(blob), link.encode()))
@@ -498,7 +552,7 @@ class KeyStore:
         rows = sorted(distinct)
         if not rows:
             return
-        with self.engine.begin() as conn:
+        with self._begin(batch=True) as conn:
             if self.raw_inserts and self._dialect[0] == "sqlite":  # one C loop, no per-row SQLAlchemy work
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 try:
@@ -523,7 +577,7 @@ class KeyStore:
         records with the reason ``forgotten``. Returns counts; the audit record holds no value.
         """
         digests = sorted(set(map(self._digester(group_id, "subject"), subjects)))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             links: set[str] = set()
             for i in range(0, len(digests), _BATCH):
                 part = digests[i : i + _BATCH]
@@ -552,7 +606,7 @@ class KeyStore:
         )
         if group_id is not None:
             query = query.where(keys_table.c.group_id == group_id)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             by_group: dict[str, list[str]] = {}
             for group, link in conn.execute(query):
                 by_group.setdefault(group, []).append(link)
@@ -564,7 +618,7 @@ class KeyStore:
         """Why keys are gone: keyLink → ``forgotten`` | ``expired``, for the links that were removed."""
         links = sorted(set(key_links))
         out: dict[str, str] = {}
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for i in range(0, len(links), _BATCH):
                 query = sa.select(tombstones_table.c.key_link, tombstones_table.c.reason).where(
                     tombstones_table.c.key_link.in_(links[i : i + _BATCH])
@@ -582,7 +636,7 @@ class KeyStore:
         if window_to is not None:
             query = query.where(keys_table.c.window_start < window_to)
         query = query.order_by(keys_table.c.window_start, keys_table.c.key_link)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for row in conn.execution_options(yield_per=1000).execute(query):
                 yield self._stored(row)
 
@@ -597,7 +651,7 @@ class KeyStore:
         assert self._dek is not None and self._digest_secret is not None
         new_dek = os.urandom(32)
         count = 0
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             rows = conn.execute(sa.select(keys_table.c.id, keys_table.c.key_link, keys_table.c.wrapped_keyset)).all()
             for i in range(0, len(rows), _BATCH):
                 updates = [
@@ -644,11 +698,11 @@ class KeyStore:
             .group_by(keys_table.c.group_id)
             .order_by(keys_table.c.group_id)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [dict(r._mapping) | {"expired": int(r.expired or 0)} for r in conn.execute(query)]
 
     def audit_log(self) -> list[dict[str, object]]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(audit_table).order_by(audit_table.c.id))]
 
     def _remove_keys(self, conn: sa.Connection, group_id: str, links: list[str], reason: str) -> int:
@@ -685,7 +739,7 @@ class KeyStore:
         ctx = {
             k: v for k, v in (context or {}).items() if k in ("dag_id", "task_id", "run_id", "map_index", "hostname")
         }
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 jobs_table.insert().values(
                     job_id=job_id,
@@ -709,13 +763,13 @@ class KeyStore:
         values: dict[str, object] = {"state": state, "updated_at": now}
         if counters is not None:
             values["counters"] = counters
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(jobs_table.update().where(jobs_table.c.job_id == job_id).values(**values))
             conn.execute(job_states_table.insert().values(job_id=job_id, state_time=now, state=state, message=message))
 
     def job(self, job_id: str) -> dict[str, object] | None:
         """A job record with its state history (oldest first), or None."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(sa.select(jobs_table).where(jobs_table.c.job_id == job_id)).mappings().first()
             if row is None:
                 return None
@@ -748,7 +802,7 @@ class KeyStore:
                 query = query.where(jobs_table.c[column] == value)
         if file_prefix:
             query = query.where(jobs_table.c.file.startswith(file_prefix, autoescape=True))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
             for row in rows:
                 last = conn.execute(
@@ -763,13 +817,13 @@ class KeyStore:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self, job_key: str) -> dict[str, object] | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(sa.select(checkpoints_table).where(checkpoints_table.c.job_key == job_key)).first()
         return dict(row._mapping) if row else None
 
     def save_checkpoint(self, job_key: str, part: int, rows_done: int, digest: str, state: dict) -> None:
         values = {"part": part, "rows_done": rows_done, "digest": digest, "state": state, "updated_at": _now_ms()}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             updated = conn.execute(
                 checkpoints_table.update().where(checkpoints_table.c.job_key == job_key).values(**values)
             ).rowcount
@@ -777,7 +831,7 @@ class KeyStore:
                 conn.execute(checkpoints_table.insert().values(job_key=job_key, **values))
 
     def clear_checkpoint(self, job_key: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(checkpoints_table.delete().where(checkpoints_table.c.job_key == job_key))
 
     # ------------------------------------------------------------------ helpers
@@ -818,6 +872,20 @@ class KeyStore:
 
     def _where(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
+
+
+@dataclass
+class _HeldTransaction:
+    """The one write transaction of a :meth:`KeyStore.batched` block."""
+
+    conn: sa.Connection
+    max_seconds: float
+    since: float
+
+    def commit(self) -> None:
+        self.conn.commit()
+        self.conn.begin()
+        self.since = time.monotonic()
 
 
 class _NewKeys:

@@ -252,3 +252,46 @@ def test_postgresql_look_ups_tell_windows_of_one_value_apart(pg_url: str) -> Non
     # (that call inserted first, the store having just made only new keys; this one looks up first)
     thrice = store.get_or_create("g", list(again))
     assert {e: (k.key_link, k.created) for e, k in thrice.items()} == {e: (k.key_link, False) for e, k in again.items()}
+
+
+def test_a_batch_shares_one_transaction_that_others_see_when_it_ends(sqlite_store: KeyStore, tmp_path) -> None:
+    other = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", sqlite_store.kek)
+    with sqlite_store.batched(max_seconds=3600):
+        first = sqlite_store.get_or_create("g", [("alice", 0), ("bob", 0)])
+        sqlite_store.link_subjects("g", [("subject-1", first[("alice", 0)].key_link)])
+        again = sqlite_store.get_or_create("g", [("alice", 0)])  # this store sees its own uncommitted keys
+        assert again[("alice", 0)].key_link == first[("alice", 0)].key_link and not again[("alice", 0)].created
+        assert sqlite_store.keys_by_link([first[("bob", 0)].key_link])
+        assert other.count_keys() == 0  # not committed yet
+    assert other.count_keys() == 2
+    assert other.forget_subjects("g", ["subject-1"])["keys_deleted"] == 1  # the subject link was committed too
+
+
+def test_a_batch_that_fails_keeps_no_key_but_keeps_job_states_and_what_was_committed(sqlite_store: KeyStore) -> None:
+    job_id = sqlite_store.create_job(group_id="g", kind="encrypt", file="f.csv")
+    with pytest.raises(RuntimeError), sqlite_store.batched(max_seconds=3600):
+        sqlite_store.get_or_create("g", [("alice", 0)])
+        sqlite_store.commit()  # e.g. before a checkpoint: from here on these keys are kept
+        sqlite_store.get_or_create("g", [("bob", 0)])
+        sqlite_store.set_job_state(job_id, "RUNNING", "half way")  # committed at once, with bob's key
+        sqlite_store.get_or_create("g", [("carol", 0)])
+        raise RuntimeError("the job failed")
+    assert sqlite_store.count_keys() == 2  # alice and bob; carol's key was rolled back
+    assert [s["state"] for s in sqlite_store.job(job_id)["states"]] == ["PENDING", "RUNNING"]  # type: ignore[index]
+
+
+def test_a_batch_commits_once_its_time_is_up(sqlite_store: KeyStore, tmp_path) -> None:
+    other = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", sqlite_store.kek)
+    with sqlite_store.batched(max_seconds=0):
+        sqlite_store.get_or_create("g", [("alice", 0)])
+        assert other.count_keys() == 1  # another process's writer waits at most max_seconds (plus a chunk)
+
+
+def test_a_batch_changes_nothing_on_postgresql(pg_url: str) -> None:
+    store = KeyStore(pg_url, new_kek())
+    store.ensure_schema()
+    other = KeyStore(pg_url, store.kek)
+    group = f"g-{uuid.uuid4()}"
+    with store.batched(max_seconds=3600):
+        store.get_or_create(group, [("alice", 0)])
+        assert other.count_keys(group) == 1  # committed per call: concurrent tasks on PostgreSQL never wait
