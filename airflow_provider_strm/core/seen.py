@@ -22,7 +22,7 @@ _SQL_BATCH = 500  # variables per statement: below SQLite's limit
 
 #: Keys a job keeps between chunks (not their ciphers: an AES-SIV object holds ~4 KB of OpenSSL state,
 #: so ciphers live for one chunk only); bounded so memory stays flat for any file.
-KEY_CACHE_SIZE = 30_000
+KEY_CACHE_SIZE = 15_000
 
 
 class SeenSet:
