@@ -217,7 +217,7 @@ class EncryptJob(BatchJob):
         return out, plan.links, keys
 
     def _resolve_keys(
-        self, chunk: ArrowRecordChunk, result: JobResult, *, link_subjects: bool = True
+        self, chunk: ArrowRecordChunk, result: JobResult
     ) -> tuple[_ChunkKeys, dict[tuple[str, int], StoredKey]]:
         """Each record's entity (key-field value, UTC day) and every entity's key; data subjects linked."""
         table = chunk.table
@@ -236,8 +236,7 @@ class EncryptJob(BatchJob):
         used = [keys[e] for e in entities]
         links = [stored.key_link for stored in used]
         plan = _ChunkKeys(stamps, entity_of, links, [stored.keyset for stored in used])
-        if link_subjects:
-            self._link_chunk_subjects(chunk, plan)
+        self._link_chunk_subjects(chunk, plan)
         if self.checks.rules:
             self.checks.observe(chunk.columns)
         return plan, keys
@@ -309,18 +308,20 @@ class EncryptJob(BatchJob):
         )  # fmt: skip
 
     def prepare_chunk(self, chunk: RecordChunk, result: JobResult) -> object:
-        """Parent side: a valid Arrow chunk gets its keys here (one key cache, one key-store writer for the
-        whole file); the worker process then only encrypts and encodes it. Any other chunk goes as it is."""
+        """Parent side: a valid Arrow chunk gets its keys and its data subjects linked here (one key cache and
+        one key-store writer, in one batched transaction, for the whole file); the worker process then only
+        encrypts and encodes it. Any other chunk goes as it is (its worker writes keys and links itself)."""
         if not isinstance(chunk, ArrowRecordChunk) or self.consent_function is not None or self.validate_chunk(chunk):
             return chunk
-        plan, keys = self._resolve_keys(chunk, result, link_subjects=False)  # the worker links them
+        plan, keys = self._resolve_keys(chunk, result)
         self._planned[chunk.first_row] = (plan.links, keys)
         return _PlannedChunk(chunk, plan)
 
+    def worker_writes(self, work: object) -> bool:
+        return not isinstance(work, _PlannedChunk)
+
     def work_on_chunk(self, chunk: RecordChunk | _PlannedChunk) -> _EncryptedChunk:
         if isinstance(chunk, _PlannedChunk):
-            self._link_chunk_subjects(chunk.chunk, chunk.plan)
-            self.flush()  # the parent commits outputs without asking its workers again
             data = self._writer.encode_columns(self._encrypt_planned(chunk.chunk, chunk.plan))
             none = FileChecks((), self._header, self.parser)
             return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row)

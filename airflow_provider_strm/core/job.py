@@ -208,6 +208,10 @@ class BatchJob:
         """Parent side, in file order: write and count what :meth:`work_on_chunk` returned."""
         raise NotImplementedError
 
+    def worker_writes(self, work: object) -> bool:
+        """Whether the worker process given ``work`` (from :meth:`prepare_chunk`) writes to the key store."""
+        return False
+
     def _process_parallel(self, reader: RecordReader, result: JobResult, started: float) -> None:
         """Chunks are read here, processed by worker processes, and written here in file order."""
         # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
@@ -217,22 +221,34 @@ class BatchJob:
             initializer=_start_worker,
             initargs=(self.worker_spec(),),
         )
-        in_flight: deque[Future[object]] = deque()
+        # (future, whether its worker writes to the key store)
+        in_flight: deque[tuple[Future[object], bool]] = deque()
         last_progress = time.monotonic()
-        for chunk in reader.chunks():
-            result.rows_in += len(chunk) + len(chunk.bad)
-            with collector_paused():
-                in_flight.append(self._pool.submit(_work_on_chunk, self.prepare_chunk(chunk, result)))
-            while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
-                self.absorb(in_flight.popleft().result(), result)
-                release_arrow_memory()
-            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                last_progress = time.monotonic()
-                self._state(
-                    "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
-                )
-        while in_flight:
-            self.absorb(in_flight.popleft().result(), result)
+        # this process's key-store writes share a transaction (SQLite); a worker that writes too must not wait
+        # on it while this process waits on that worker: committed before any such wait
+        with self.key_store.batched() if self.key_store is not None else nullcontext():
+            for chunk in reader.chunks():
+                result.rows_in += len(chunk) + len(chunk.bad)
+                with collector_paused():
+                    work = self.prepare_chunk(chunk, result)
+                    in_flight.append((self._pool.submit(_work_on_chunk, work), self.worker_writes(work)))
+                while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
+                    self._absorb_next(in_flight, result)
+                    release_arrow_memory()
+                if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                    last_progress = time.monotonic()
+                    self._state(
+                        "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
+                    )
+            while in_flight:
+                self._absorb_next(in_flight, result)
+
+    def _absorb_next(self, in_flight: deque[tuple[Future[object], bool]], result: JobResult) -> None:
+        future, _ = in_flight[0]
+        if not future.done() and self.key_store is not None and any(writes for _, writes in in_flight):
+            self.key_store.commit()
+        in_flight.popleft()
+        self.absorb(future.result(), result)
 
     # ------------------------------------------------------------------ lifecycle
 

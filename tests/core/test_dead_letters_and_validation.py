@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,9 @@ def test_worker_processes_dead_letter_and_validate_exactly_like_one_process(tmp_
     )
     outputs = ("out/messy-encrypted.csv", "out/messy-keys.csv", "dead/messy-encrypt-dead-letters.csv")
     seen = []
-    for workers in (1, 2, 3):
+    # workers first, on a fresh store: workers given chunks with bad rows create keys and link subjects
+    # themselves while this process holds its key-store transaction (it must commit before waiting on them)
+    for workers in (3, 1, 2):
         j = EncryptJob(config, base.contract, store, lambda c: LocalStorage(tmp_path), chunk_rows=5, workers=workers)
         result = j.run()
         counts = (result.rows_in, result.rows_out, result.dead_lettered, result.warnings)
@@ -169,3 +172,21 @@ def test_worker_processes_dead_letter_and_validate_exactly_like_one_process(tmp_
     assert seen[1] == seen[0] and seen[2] == seen[0]
     dead = parse_csv(seen[0][1][2])
     assert [int(r[0]) for r in dead[1:]] == [r + 9 * k for k in range(7) for r in sorted(reasons)]
+
+
+def test_workers_creating_keys_do_not_wait_on_the_reading_process(tmp_path) -> None:
+    """Chunk 1 is clean: this process creates its keys (in its batched key-store transaction). Chunk 2 has a bad
+    row: its worker creates keys itself, and this process must commit before it waits on that worker (else both
+    wait until SQLite's busy timeout and the job fails)."""
+    header = b'"id","email","consent","ts"'
+    rows = [b'"%d","u%d@example.com","[1]","2026-11-20 10:00:00"' % (i, i) for i in range(1, 16)]
+    rows[7] = b'"8","not-an-email","[1]","2026-11-20 14:00:00"'  # chunk 2 (rows 6-10): dead-lettered
+    (tmp_path / "messy.csv").write_bytes(b"\r\n".join([header, *rows]) + b"\r\n")
+    base = job(tmp_path, dead_letter={"target": {"path_prefix": "dead"}})
+    started = time.monotonic()
+    result = EncryptJob(
+        base.config, base.contract, base.key_store, lambda c: LocalStorage(tmp_path), chunk_rows=5, workers=2
+    ).run()
+    assert (result.rows_in, result.rows_out, result.dead_lettered) == (15, 14, 1)
+    assert result.keys_created == base.key_store.count_keys() == 14
+    assert time.monotonic() - started < 30, "a worker waited on this process's key-store transaction"
