@@ -44,6 +44,8 @@ from airflow_provider_strm.core.job import (
     group_of,
     no_storage,
     require_columns,
+    spool,
+    write_spooled,
 )
 from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
@@ -322,7 +324,7 @@ class EncryptJob(BatchJob):
 
     def work_on_chunk(self, chunk: RecordChunk | _PlannedChunk) -> _EncryptedChunk:
         if isinstance(chunk, _PlannedChunk):
-            data = self._writer.encode_columns(self._encrypt_planned(chunk.chunk, chunk.plan))
+            data = spool(self._writer.encode_columns(self._encrypt_planned(chunk.chunk, chunk.plan)))
             none = FileChecks((), self._header, self.parser)
             return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row)
         first_row = chunk.first_row
@@ -332,7 +334,7 @@ class EncryptJob(BatchJob):
         if len(chunk):
             out, links, keys = self.encrypt_chunk(chunk, counts)
             self.flush()  # the parent commits outputs without asking its workers again
-            data = self._writer.encode_columns(out)
+            data = spool(self._writer.encode_columns(out))
             by_link = {stored.key_link: stored for stored in keys.values()}
             keys_rows = key_rows([by_link[link] for link in self._keys_seen.first_seen(links)])
         return _EncryptedChunk(
@@ -344,7 +346,7 @@ class EncryptJob(BatchJob):
         assert isinstance(done, _EncryptedChunk)
         if done.bad:
             self.reject(done.bad, result)
-        self._writer.write_encoded(done.data, done.rows_out)
+        write_spooled(self._writer, done.data, done.rows_out)
         result.rows_out += done.rows_out
         result.keys_created += done.keys_created
         result.keys_reused += done.keys_reused

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -138,6 +141,7 @@ class BatchJob:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._spool_dir: str | None = None  # where worker processes leave their encoded chunks (see spool)
         #: output name → (location, path) of what the job committed
         self.locations: dict[str, tuple[DataLocation, str]] = {}
 
@@ -176,6 +180,9 @@ class BatchJob:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._spool_dir is not None:
+            shutil.rmtree(self._spool_dir, ignore_errors=True)  # chunks of a failed job not yet written
+            self._spool_dir = None
 
     # ------------------------------------------------------------------ worker processes (workers > 1)
 
@@ -214,12 +221,13 @@ class BatchJob:
 
     def _process_parallel(self, reader: RecordReader, result: JobResult, started: float) -> None:
         """Chunks are read here, processed by worker processes, and written here in file order."""
+        self._spool_dir = tempfile.mkdtemp(prefix="strm-spool-")
         # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
         self._pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self.worker_spec(),),
+            initargs=(self.worker_spec(), self._spool_dir),
         )
         # (future, whether its worker writes to the key store)
         in_flight: deque[tuple[Future[object], bool]] = deque()
@@ -546,11 +554,57 @@ class WorkerSpec:
 
 
 _worker: BatchJob | None = None
+_worker_spool_dir: str | None = None
+
+_SPOOL_BLOCK = 1 << 20
 
 
-def _start_worker(spec: WorkerSpec) -> None:
-    global _worker
+@dataclass(frozen=True)
+class Spooled:
+    """Encoded records a worker process left in a file of the job's spool folder (``size`` bytes)."""
+
+    path: str
+    size: int
+
+
+def spool(data: bytes) -> bytes | Spooled:
+    """Worker side: a chunk's encoded records, to return to the parent.
+
+    They go through a file rather than the result pipe: the parent then copies them to the output in
+    blocks and never holds a chunk's whole output (MBs per chunk and worker, which its allocator kept long
+    after: ~85 MB of its peak RSS at 1M rows on 2 cores) and does not unpickle it. Bytes as they are
+    outside a worker process. Only for what the final output holds anyway and that is safe on the worker's
+    local disk: an EncryptJob's records (PII encrypted); never decrypted records (DeriveJob).
+    The files are private (0600 in a 0700 folder) and deleted once copied or when the job ends.
+    """
+    if _worker_spool_dir is None:
+        return data
+    fd, path = tempfile.mkstemp(dir=_worker_spool_dir, suffix=".chunk")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return Spooled(path, len(data))
+
+
+def write_spooled(writer: RecordWriter, data: bytes | Spooled, rows: int) -> None:
+    """Parent side: write what :func:`spool` returned (the file is deleted once copied)."""
+    if isinstance(data, bytes):
+        writer.write_encoded(data, rows)
+        return
+    try:
+        with open(data.path, "rb") as f:
+            while block := f.read(_SPOOL_BLOCK):
+                writer.write_encoded(block, rows)
+                rows = 0  # counted once
+        if rows:
+            writer.write_encoded(b"", rows)
+    finally:
+        os.unlink(data.path)
+
+
+def _start_worker(spec: WorkerSpec, spool_dir: str | None = None) -> None:
+    global _worker, _worker_spool_dir
     _worker = spec.build()
+    _worker_spool_dir = spool_dir
 
 
 def _work_on_chunk(chunk: RecordChunk) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -148,13 +149,16 @@ def test_running_jobs_report_progress_on_a_clock(strm_reference, bucket, store, 
 
 @pytest.mark.parametrize("first_workers", [1, 2])
 def test_worker_processes_and_a_tiny_key_cache_give_byte_identical_outputs(
-    strm_reference, bucket, store, first_workers
+    strm_reference, bucket, store, first_workers, tmp_path, monkeypatch
 ) -> None:
     """The fast paths (worker processes, the job's key cache) change no byte of any output.
 
     The first run creates the keys, the others reuse them: the simple path (1 process, no
     cache to speak of, small chunks) and the fast path must then write the same bytes.
+    Worker processes hand their chunks over in spool files: none is left behind.
     """
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     paths = ("uci_online_retail/encrypted.csv", "uci_online_retail/keys.csv")
     first = reference_job(strm_reference, bucket, store, workers=first_workers).run()
     expected = {p: (bucket / p).read_bytes() for p in paths}
@@ -168,18 +172,22 @@ def test_worker_processes_and_a_tiny_key_cache_give_byte_identical_outputs(
         assert again.rows_out == first.rows_out == 19_998 and again.keys_created == 0, kwargs
         for path in paths:
             assert (bucket / path).read_bytes() == expected[path], (kwargs, path)
+    assert not any((tmp_path / "tmp").iterdir())
 
 
-def test_worker_processes_are_stopped_when_a_job_fails(strm_reference, bucket, store) -> None:
+def test_worker_processes_are_stopped_when_a_job_fails(strm_reference, bucket, store, tmp_path, monkeypatch) -> None:
     lines = (strm_reference / "uci_online_retail.csv").read_bytes().split(b"\n")
     lines[3000] = lines[3000].replace(b",", b";", 3)  # a record with the wrong number of columns
     (bucket / "uci_online_retail.csv").write_bytes(b"\n".join(lines))
     config = load_batch_job_config(strm_reference / "batch-job-config.json")
     contract = load_data_contract(strm_reference / "online-retail-contract.json")
     job = EncryptJob(config, contract, store, lambda conn_id: LocalStorage(bucket), workers=2, chunk_rows=1000)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     with pytest.raises(RecordError, match="row #3000"):
         job.run()
     assert job._pool is None  # shut down, no orphaned processes
+    assert not any((tmp_path / "tmp").iterdir()), "chunks spooled by workers are deleted"
     assert not (bucket / "uci_online_retail/encrypted.csv").exists()
 
 
