@@ -232,26 +232,25 @@ class BatchJob:
         # (future, whether its worker writes to the key store)
         in_flight: deque[tuple[Future[object], bool]] = deque()
         last_progress = time.monotonic()
-        # this process's key-store writes share a transaction (SQLite); a worker that writes too must not wait
-        # on it while this process waits on that worker: committed before any such wait
-        with self.key_store.batched() if self.key_store is not None else nullcontext():
-            for chunk in reader.chunks():
-                result.rows_in += len(chunk) + len(chunk.bad)
-                with collector_paused():
-                    work = self.prepare_chunk(chunk, result)
-                    in_flight.append((self._pool.submit(_work_on_chunk, work), self.worker_writes(work)))
-                while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
-                    self._absorb_next(in_flight, result)
-                    release_arrow_memory()
-                if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-                    last_progress = time.monotonic()
-                    self._state(
-                        "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
-                    )
-            while in_flight:
+        for chunk in reader.chunks():
+            result.rows_in += len(chunk) + len(chunk.bad)
+            with collector_paused():
+                work = self.prepare_chunk(chunk, result)
+                in_flight.append((self._pool.submit(_work_on_chunk, work), self.worker_writes(work)))
+            while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
                 self._absorb_next(in_flight, result)
+                release_arrow_memory()
+            if time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = time.monotonic()
+                self._state(
+                    "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
+                )
+        while in_flight:
+            self._absorb_next(in_flight, result)
 
     def _absorb_next(self, in_flight: deque[tuple[Future[object], bool]], result: JobResult) -> None:
+        # this process's key-store writes share one transaction (SQLite, see run): a worker that writes too
+        # must not wait on it while this process waits on that worker, so it is committed before any such wait
         future, _ = in_flight[0]
         if not future.done() and self.key_store is not None and any(writes for _, writes in in_flight):
             self.key_store.commit()
@@ -272,7 +271,9 @@ class BatchJob:
             self._state("STARTED", None, result)
             with stream:
                 self._state("RUNNING", "Started processing records.", result)
-                self._process_all(reader, pending, result, started, resume)
+                # one key-store transaction for many chunks (SQLite), committed before any output
+                with self.key_store.batched() if self.key_store is not None else nullcontext():
+                    self._process_all(reader, pending, result, started, resume)
             #: which parser delivered the records ("arrow", "python", "arrow+python"): the fast path or not
             self.reader_parser = getattr(reader, "parser", "python")
             self.finish(result)
@@ -321,18 +322,6 @@ class BatchJob:
             if reason is None:
                 return self._process_parallel(reader, result, started)
             log.warning("%s: running in one process instead of %d: %s", self.input_name, self.workers, reason)
-        # one key-store transaction for many chunks (SQLite); committed before anything that needs its keys
-        with self.key_store.batched() if self.key_store is not None else nullcontext():
-            self._process_serial(reader, pending, result, started, resume)
-
-    def _process_serial(
-        self,
-        reader: RecordReader,
-        pending: list[PendingObject],
-        result: JobResult,
-        started: float,
-        resume: dict[str, object] | None,
-    ) -> None:
         digest = RecordDigest()
         skip = 0
         if resume is not None:
