@@ -69,14 +69,19 @@ def ti_states(cluster, dag_id: str, run_id: str) -> dict[str, str]:  # type: ign
     return {f"{t['task_id']}[{t['map_index']}]": t["state"] for t in tis}
 
 
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float, what):  # type: ignore[no-untyped-def]
+    """``what`` (called on timeout, so logs are read then, not when the wait starts) says what did not happen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(1)
-    raise TimeoutError(what)
+    raise TimeoutError(what())
+
+
+def logs(cluster, *components: str) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(f"--- {c} log:\n{cluster.log_tail(c)}" for c in components)
 
 
 def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
@@ -88,7 +93,10 @@ def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
     wait_for(
         lambda: ti_states(cluster, "strm_example_downstream", down).get("wait_for_partition[-1]") == "deferred",
         120,
-        f"the sensor did not defer: {cluster.log_tail('triggerer')}",
+        lambda: (
+            f"the sensor did not defer: {ti_states(cluster, 'strm_example_downstream', down)} "
+            f"{logs(cluster, 'scheduler', 'triggerer')}"
+        ),
     )
 
     # 2. one day through the REST API, then a backfill of three days with the CLI
@@ -96,7 +104,7 @@ def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
     wait_for(
         lambda: cluster.api("GET", f"/dags/strm_example_encrypt/dagRuns/{run['dag_run_id']}")["state"] == "success",
         180,
-        f"REST run did not succeed: {cluster.log_tail('scheduler')}",
+        lambda: f"REST run did not succeed: {logs(cluster, 'scheduler')}",
     )
     states = ti_states(cluster, "strm_example_encrypt", run["dag_run_id"])
     assert set(states.values()) == {"success"} and "clickstream.derive[1]" in states
@@ -114,14 +122,14 @@ def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
             and len(list((home / "output" / "encrypted").glob("dt=*/*.csv"))) >= 6
         ),
         300,
-        f"backfill did not finish: {cluster.log_tail('scheduler')}",
+        lambda: f"backfill did not finish: {logs(cluster, 'scheduler')}",
     )
 
     # 3. the deferred sensor completes through the triggerer once its partition is encrypted
     wait_for(
         lambda: cluster.api("GET", f"/dags/strm_example_downstream/dagRuns/{down}")["state"] == "success",
         120,
-        f"the deferred sensor did not complete: {cluster.log_tail('triggerer')}",
+        lambda: f"the deferred sensor did not complete: {logs(cluster, 'triggerer')}",
     )
 
     # 4. the backfill equals three single runs on the same key store (`airflow dags test`, other outputs)
@@ -151,7 +159,7 @@ def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
             and set(ti_states(cluster, "strm_example_encrypt", run["dag_run_id"]).values()) == {"success"}
         ),
         180,
-        "the cleared run did not succeed again",
+        lambda: f"the cleared run did not succeed again: {logs(cluster, 'scheduler')}",
     )
     assert outputs(home / "output") == backfilled
     assert key_count(home) == keys_after_backfill
@@ -176,12 +184,12 @@ def test_rest_api_run_backfill_rerun_and_the_deferred_sensor(cluster) -> None:
     wait_for(
         lambda: ti_states(cluster, "strm_test_sensor_error", failing).get("wait[-1]") == "deferred",
         120,
-        "the sensor did not defer",
+        lambda: f"the sensor did not defer: {logs(cluster, 'scheduler', 'triggerer')}",
     )
     bad = store.create_job(group_id="g", kind="encrypt", file="test:never/part-0000.csv")
     store.set_job_state(bad, "ERROR", "Invalid timestamp [x does not match y] in row #7")
     wait_for(
         lambda: cluster.api("GET", f"/dags/strm_test_sensor_error/dagRuns/{failing}")["state"] == "failed",
         120,
-        f"the deferred sensor did not fail on ERROR: {cluster.log_tail('triggerer')}",
+        lambda: f"the deferred sensor did not fail on ERROR: {logs(cluster, 'triggerer')}",
     )
