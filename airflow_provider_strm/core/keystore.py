@@ -26,6 +26,7 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 import struct
 import time
 import uuid
@@ -52,6 +53,7 @@ __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
 SCHEMA_VERSION = 1
 _BATCH = 2000  # entities per SELECT statement: well below SQLite's variable limit (32766)
+_SCHEMA_ATTEMPTS = 20  # tries to create a new SQLite store's tables while other processes create them too
 _INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
 _SLICE = 1000  # new keys made per step: a PostgreSQL COPY sends each step while the next one is made
 _KEY_COLUMNS = (
@@ -250,13 +252,20 @@ class KeyStore:
 
     def ensure_schema(self) -> None:
         """Create the tables (idempotent, safe across processes) and check the schema version."""
-        try:
-            with self._begin() as conn:
-                metadata.create_all(conn, checkfirst=True)
-        except sa.exc.OperationalError as exc:
-            raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
-        except sa.exc.IntegrityError:
-            pass  # another process created the same tables at the same moment
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                with self._begin() as conn:
+                    metadata.create_all(conn, checkfirst=True)
+                break
+            except sa.exc.IntegrityError:
+                break  # PostgreSQL: another process created the same tables at the same moment
+            except sa.exc.OperationalError as exc:
+                # SQLite, a new file opened by several processes at once: another one created a table between
+                # the check and the CREATE, or holds the lock while it does; check again (a table at a time)
+                racing = "already exists" in str(exc) or "database is locked" in str(exc)
+                if not racing or attempt == _SCHEMA_ATTEMPTS - 1:
+                    raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
+                time.sleep(0.02 * (attempt + 1) * (1 + secrets.randbelow(100) / 100))
         with self._begin() as conn:
             rows = dict(conn.execute(sa.select(schema_table.c.name, schema_table.c.value)).all())
             if "dek" not in rows:  # a new store: its DEK is made (and wrapped by the KEK) exactly once

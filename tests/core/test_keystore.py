@@ -295,3 +295,34 @@ def test_a_batch_changes_nothing_on_postgresql(pg_url: str) -> None:
     with store.batched(max_seconds=3600):
         store.get_or_create(group, [("alice", 0)])
         assert other.count_keys(group) == 1  # committed per call: concurrent tasks on PostgreSQL never wait
+
+
+def _open_new_store(url: str, kek: str, barrier, queue) -> None:  # type: ignore[no-untyped-def]
+    barrier.wait()
+    try:
+        store = KeyStore(url, kek)
+        store.ensure_schema()
+        queue.put(("ok", store.digest("g", "alice")))
+    except Exception as exc:  # reported to the test, which names it
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_processes_opening_a_new_store_at_the_same_moment_all_open_it(backend, request, tmp_path) -> None:
+    """The first tasks of a new deployment (say a scheduled and a manual run's sensors) create its tables at once:
+    every one opens the store, and all get the same store (one DEK and digest secret)."""
+    ctx = mp.get_context("spawn")
+    kek = new_kek()
+    for attempt in range(1 if backend == "postgresql" else 3):  # a fresh SQLite file each time
+        url = (
+            request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / f'{attempt}.db'}"
+        )
+        barrier, queue = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_new_store, args=(url, kek, barrier, queue)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert [status for status, _ in results] == ["ok"] * 4, results
+        assert len({digest for _, digest in results}) == 1
