@@ -252,6 +252,7 @@ class KeyStore:
 
     def ensure_schema(self) -> None:
         """Create the tables (idempotent, safe across processes) and check the schema version."""
+        give_up = time.monotonic() + 60  # a lock held this long is not a race (SQLite itself waits up to 60 s)
         for attempt in range(_SCHEMA_ATTEMPTS):
             try:
                 with self._begin() as conn:
@@ -263,7 +264,7 @@ class KeyStore:
                 # SQLite, a new file opened by several processes at once: another one created a table between
                 # the check and the CREATE, or holds the lock while it does; check again (a table at a time)
                 racing = "already exists" in str(exc) or "database is locked" in str(exc)
-                if not racing or attempt == _SCHEMA_ATTEMPTS - 1:
+                if not racing or attempt == _SCHEMA_ATTEMPTS - 1 or time.monotonic() > give_up:
                     raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
                 time.sleep(0.02 * (attempt + 1) * (1 + secrets.randbelow(100) / 100))
         with self._begin() as conn:
