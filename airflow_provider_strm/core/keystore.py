@@ -258,12 +258,13 @@ class KeyStore:
                 with self._begin() as conn:
                     metadata.create_all(conn, checkfirst=True)
                 break
-            except sa.exc.IntegrityError:
-                break  # PostgreSQL: another process created the same tables at the same moment
-            except sa.exc.OperationalError as exc:
-                # SQLite, a new file opened by several processes at once: another one created a table between
-                # the check and the CREATE, or holds the lock while it does; check again (a table at a time)
-                racing = "already exists" in str(exc) or "database is locked" in str(exc)
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+                # several processes creating a new store at once: another one created a table between the check
+                # and the CREATE (PostgreSQL: a unique violation in its catalog or "already exists"; SQLite:
+                # "already exists"), or holds SQLite's lock while it does; check again (a table at a time)
+                racing = isinstance(exc, sa.exc.IntegrityError) or any(
+                    text in str(exc) for text in ("already exists", "database is locked")
+                )
                 if not racing or attempt == _SCHEMA_ATTEMPTS - 1 or time.monotonic() > give_up:
                     raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
                 time.sleep(0.02 * (attempt + 1) * (1 + secrets.randbelow(100) / 100))

@@ -313,10 +313,16 @@ def test_processes_opening_a_new_store_at_the_same_moment_all_open_it(backend, r
     every one opens the store, and all get the same store (one DEK and digest secret)."""
     ctx = mp.get_context("spawn")
     kek = new_kek()
-    for attempt in range(1 if backend == "postgresql" else 3):  # a fresh SQLite file each time
-        url = (
-            request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / f'{attempt}.db'}"
-        )
+    for attempt in range(4):  # a new store each time: a fresh SQLite file, an emptied PostgreSQL database
+        if backend == "postgresql":
+            url = request.getfixturevalue("pg_url")
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+                conn.execute(sa.text("CREATE SCHEMA public"))
+            engine.dispose()
+        else:
+            url = f"sqlite:///{tmp_path / f'{attempt}.db'}"
         barrier, queue = ctx.Barrier(4), ctx.Queue()
         procs = [ctx.Process(target=_open_new_store, args=(url, kek, barrier, queue)) for _ in range(4)]
         for p in procs:
