@@ -428,11 +428,14 @@ class EncryptJob(BatchJob):
                 out[entity] = hit
         result.keys_reused += len(out)
         for entity, stored in self._fetch_keys(missing).items():
+            out[entity] = stored
             if stored.created:
                 result.keys_created += 1
+                # created by this call only: a later chunk that finds it here reuses it
+                link, keyset, window = stored.key_link, stored.keyset, stored.window_start
+                stored = StoredKey(link, keyset, window, stored.policy_id, stored.expires_at)
             else:
                 result.keys_reused += 1
-            out[entity] = stored
             cache.put(entity, stored)
         return out
 
@@ -485,7 +488,8 @@ class EncryptJob(BatchJob):
         # keys in order of first use in the file: the keys file is the same whatever the chunk size
         assert self._keys_writer is not None
         by_link = {stored.key_link: stored for stored in keys.values()}
-        write_keys(self._keys_writer, [by_link[link] for link in self._keys_seen.first_seen(links)])
+        created = {link for link, stored in by_link.items() if stored.created}  # made for this chunk: in no earlier one
+        write_keys(self._keys_writer, [by_link[link] for link in self._keys_seen.first_seen(links, created)])
 
 
 @dataclass(frozen=True)

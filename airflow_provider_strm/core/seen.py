@@ -38,8 +38,11 @@ class SeenSet:
         on_disk = 0 if self._db is None else self._db.execute("SELECT count(*) FROM seen").fetchone()[0]
         return len(self._memory) + on_disk
 
-    def first_seen(self, items: Iterable[str]) -> list[str]:
-        """The items not seen before, in order of first appearance, each once; all are seen afterwards."""
+    def first_seen(self, items: Iterable[str], unseen: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """The items not seen before, in order of first appearance, each once; all are seen afterwards.
+
+        ``unseen``: items the caller knows were never seen (say keys it just created): not looked up on disk.
+        """
         memory = self._memory
         new: list[str] = []
         fresh: set[str] = set()
@@ -48,8 +51,9 @@ class SeenSet:
                 fresh.add(item)
                 new.append(item)
         if self._db is not None and new:
-            on_disk = self._on_disk(new)
-            new = [item for item in new if item not in on_disk]
+            on_disk = self._on_disk([item for item in new if item not in unseen])
+            if on_disk:
+                new = [item for item in new if item not in on_disk]
         memory.update(new)
         if len(memory) > self.memory_limit:
             self._spill()
@@ -70,6 +74,8 @@ class SeenSet:
             self._path = None
 
     def _on_disk(self, items: list[str]) -> set[str]:
+        if not items:
+            return set()
         assert self._db is not None
         found: set[str] = set()
         for i in range(0, len(items), _SQL_BATCH):

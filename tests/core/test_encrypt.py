@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import functools
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,11 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_checks import check_reference_outputs
 
+from airflow_provider_strm.core import encrypt as encrypt_module
 from airflow_provider_strm.core.config import load_batch_job_config
 from airflow_provider_strm.core.contract import load_data_contract
 from airflow_provider_strm.core.encrypt import EncryptJob
 from airflow_provider_strm.core.errors import RecordError
 from airflow_provider_strm.core.keystore import KeyStore, new_kek
+from airflow_provider_strm.core.seen import SeenSet
 from airflow_provider_strm.core.storage import LocalStorage
 
 
@@ -173,6 +178,20 @@ def test_worker_processes_and_a_tiny_key_cache_give_byte_identical_outputs(
         for path in paths:
             assert (bucket / path).read_bytes() == expected[path], (kwargs, path)
     assert not any((tmp_path / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_keys_file_lists_each_new_key_once_in_first_use_order_when_its_seen_set_spills(
+    strm_reference, bucket, store, workers, monkeypatch
+) -> None:
+    """Keys made for a chunk skip the seen set's disk look-up; a key reused from the job's cache in a later
+    chunk must still be found there, however few of the seen links stay in memory."""
+    monkeypatch.setattr(encrypt_module, "SeenSet", functools.partial(SeenSet, memory_limit=3))
+    result = reference_job(strm_reference, bucket, store, chunk_rows=500, workers=workers).run()
+    assert result.keys_created == store.count_keys() > 0 and result.keys_reused > 0
+    encrypted = list(csv.DictReader(io.StringIO((bucket / "uci_online_retail/encrypted.csv").read_text())))
+    keys = list(csv.DictReader(io.StringIO((bucket / "uci_online_retail/keys.csv").read_text())))
+    assert [k["keyLink"] for k in keys] == list(dict.fromkeys(r["strmMeta.keyLink"] for r in encrypted))
 
 
 def test_worker_processes_are_stopped_when_a_job_fails(strm_reference, bucket, store, tmp_path, monkeypatch) -> None:

@@ -36,6 +36,18 @@ def test_seen_set_moves_to_disk_past_its_memory_limit() -> None:
     assert not os.path.exists(path)
 
 
+def test_items_the_caller_knows_are_new_skip_the_disk_but_are_seen_afterwards(monkeypatch) -> None:
+    seen = SeenSet(memory_limit=2)
+    seen.first_seen(["a", "b", "c", "d"])  # on disk now
+    looked_up: list[list[str]] = []
+    real = seen._on_disk
+    monkeypatch.setattr(seen, "_on_disk", lambda items: looked_up.append(items) or real(items))
+    assert seen.first_seen(["new", "a", "new2"], unseen={"new", "new2"}) == ["new", "new2"]
+    assert looked_up == [["a"]]
+    assert seen.first_seen(["new", "new2", "e"]) == ["e"]
+    seen.close()
+
+
 def test_lru_cache_evicts_the_least_recently_used() -> None:
     cache: LruCache[str, int] = LruCache(2)
     cache.put("a", 1)
