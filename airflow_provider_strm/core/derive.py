@@ -45,10 +45,12 @@ from airflow_provider_strm.core.job import (
     group_of,
     no_storage,
     require_columns,
+    spool,
 )
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache
+from airflow_provider_strm.core.shared import SharedBytes
 from airflow_provider_strm.core.storage import PendingObject
 
 #: Finds the keysets of key links (absent links are simply missing from the result).
@@ -105,6 +107,7 @@ class DeriveJob(BatchJob):
     """
 
     kind = "derive"
+    shared_outputs = True  # decrypted records never go to a spool file
 
     def __init__(
         self,
@@ -272,7 +275,8 @@ class DeriveJob(BatchJob):
             assert target.writer is not None
             sink = target.writer.sink
             assert isinstance(sink, io.BytesIO)
-            outputs.append((sink.getvalue(), target.rows_out - rows_out, target.excluded - excluded))
+            data = spool(sink.getvalue(), disk=False)  # decrypted: shared memory or the pipe, never a disk
+            outputs.append((data, target.rows_out - rows_out, target.excluded - excluded))
             sink.seek(0)
             sink.truncate()
         return _DerivedChunk(bad, outputs, counts.excluded_by_reason)
@@ -285,7 +289,7 @@ class DeriveJob(BatchJob):
         for target, (data, rows_out, excluded) in zip(self.targets, done.outputs, strict=True):
             assert target.writer is not None
             if data:
-                target.writer.write_encoded(data, rows_out)
+                self.write_back(target.writer, data, rows_out)
             target.rows_out += rows_out
             target.excluded += excluded
         for reason, count in done.excluded_by_reason.items():
@@ -578,7 +582,7 @@ class _DerivedChunk:
     """A chunk derived by a worker: dead letters, and per output its CSV lines, rows and exclusions."""
 
     bad: list[BadRow]
-    outputs: list[tuple[bytes, int, int]]
+    outputs: list[tuple[bytes | SharedBytes, int, int]]
     excluded_by_reason: dict[str, int]
 
 

@@ -45,7 +45,6 @@ from airflow_provider_strm.core.job import (
     no_storage,
     require_columns,
     spool,
-    write_spooled,
 )
 from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
@@ -346,7 +345,7 @@ class EncryptJob(BatchJob):
         assert isinstance(done, _EncryptedChunk)
         if done.bad:
             self.reject(done.bad, result)
-        write_spooled(self._writer, done.data, done.rows_out)
+        self.write_back(self._writer, done.data, done.rows_out)
         result.rows_out += done.rows_out
         result.keys_created += done.keys_created
         result.keys_reused += done.keys_reused

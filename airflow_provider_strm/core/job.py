@@ -9,6 +9,7 @@ only after the last record; on any failure they are discarded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from typing import BinaryIO
 from airflow_provider_strm.core.checkpoint import PartedOutput, RecordDigest, job_key
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, BadRow, RecordChunk
+from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, ArrowRecordChunk, BadRow, RecordChunk
 from airflow_provider_strm.core.errors import (
     ConfigError,
     CsvFormatError,
@@ -38,6 +39,7 @@ from airflow_provider_strm.core.errors import (
 from airflow_provider_strm.core.formats import RecordReader, RecordWriter, gunzipped, record_reader, record_writer
 from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.memory import collector_paused, release_arrow_memory
+from airflow_provider_strm.core.shared import Exchange, Outbox, OutboxWriter, SharedBytes, SharedTable, read_table
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ class BatchJob:
     """Base of EncryptJob and DeriveJob: one input file, chunked, through the STRM lifecycle."""
 
     kind = "job"
+    #: whether worker processes give their encoded records back through shared memory (see :mod:`shared`);
+    #: else through a spool file (see :func:`spool`), which keeps them out of this process's memory
+    shared_outputs = False
 
     def __init__(
         self,
@@ -140,7 +145,8 @@ class BatchJob:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        self._pools: list[ProcessPoolExecutor] = []
+        self._exchange: Exchange | None = None  # shared memory with the worker processes
         self._spool_dir: str | None = None  # where worker processes leave their encoded chunks (see spool)
         #: output name → (location, path) of what the job committed
         self.locations: dict[str, tuple[DataLocation, str]] = {}
@@ -177,9 +183,12 @@ class BatchJob:
 
     def close(self) -> None:
         """Release what the job holds (worker processes, temporary files), whatever the outcome."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools = []
+        if self._exchange is not None:
+            self._exchange.close()
+            self._exchange = None
         if self._spool_dir is not None:
             shutil.rmtree(self._spool_dir, ignore_errors=True)  # chunks of a failed job not yet written
             self._spool_dir = None
@@ -223,20 +232,31 @@ class BatchJob:
         """Chunks are read here, processed by worker processes, and written here in file order."""
         self._spool_dir = tempfile.mkdtemp(prefix="strm-spool-")
         # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
-        self._pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self.worker_spec(), self._spool_dir),
-        )
-        # (future, whether its worker writes to the key store)
-        in_flight: deque[tuple[Future[object], bool]] = deque()
+        # one single-process pool per worker, chunks in turn: each worker uses the same few blocks of
+        # shared memory (see _hand_over), which stay mapped in its process
+        spec = self.worker_spec()
+        self._pools = [
+            ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(spec, self._spool_dir),
+            )
+            for _ in range(self.workers)
+        ]
+        self._exchange = Exchange()
+        # (future, whether its worker writes to the key store, what went through shared memory)
+        in_flight: deque[tuple[Future[tuple[object, int]], bool, _Handoff | None]] = deque()
         last_progress = time.monotonic()
-        for chunk in reader.chunks():
+        for i, chunk in enumerate(reader.chunks()):
             result.rows_in += len(chunk) + len(chunk.bad)
+            worker = i % self.workers
             with collector_paused():
                 work = self.prepare_chunk(chunk, result)
-                in_flight.append((self._pool.submit(_work_on_chunk, work), self.worker_writes(work)))
+                # a worker holds at most two chunks (see the bound below): two slots of shared memory each
+                handoff = self._hand_over(work, (worker, i // self.workers % 2))
+                future = self._pools[worker].submit(_work_on_chunk, work if handoff is None else handoff)
+                in_flight.append((future, self.worker_writes(work), handoff))
             while len(in_flight) > self.workers:  # bounded (one chunk ahead per worker): memory stays flat
                 self._absorb_next(in_flight, result)
                 release_arrow_memory()
@@ -248,14 +268,42 @@ class BatchJob:
         while in_flight:
             self._absorb_next(in_flight, result)
 
-    def _absorb_next(self, in_flight: deque[tuple[Future[object], bool]], result: JobResult) -> None:
+    def _hand_over(self, work: object, slot: tuple[int, int]) -> _Handoff | None:
+        """``work`` with its Arrow chunk written to shared memory (None: it goes through the pipe as it is)."""
+        chunk = work if isinstance(work, ArrowRecordChunk) else getattr(work, "chunk", None)
+        if not isinstance(chunk, ArrowRecordChunk) or self._exchange is None:
+            return None
+        shared = self._exchange.put_table(slot, chunk.table, outbox=self.shared_outputs)
+        if shared is None:
+            return None
+        rest = None if chunk is work else dataclasses.replace(work, chunk=None)  # type: ignore[type-var]
+        return _Handoff(rest, chunk.first_row, *shared)
+
+    def _absorb_next(
+        self, in_flight: deque[tuple[Future[tuple[object, int]], bool, _Handoff | None]], result: JobResult
+    ) -> None:
         # this process's key-store writes share one transaction (SQLite, see run): a worker that writes too
         # must not wait on it while this process waits on that worker, so it is committed before any such wait
-        future, _ = in_flight[0]
-        if not future.done() and self.key_store is not None and any(writes for _, writes in in_flight):
+        future, _, handoff = in_flight[0]
+        if not future.done() and self.key_store is not None and any(writes for _, writes, _ in in_flight):
             self.key_store.commit()
         in_flight.popleft()
-        self.absorb(future.result(), result)
+        done, overflow = future.result()
+        if handoff is not None and self._exchange is not None:
+            self._exchange.taken(handoff.table, handoff.outbox, overflow)
+        self.absorb(done, result)
+
+    def write_back(self, writer: RecordWriter, data: bytes | Spooled | SharedBytes, rows: int) -> None:
+        """Write encoded records a worker process gave back (see :func:`spool`), counting ``rows``."""
+        if isinstance(data, SharedBytes):
+            assert self._exchange is not None
+            for block in self._exchange.read(data):
+                writer.write_encoded(block, rows)
+                rows = 0  # counted once
+            if rows:
+                writer.write_encoded(b"", rows)
+        else:
+            write_spooled(writer, data, rows)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -556,17 +604,24 @@ class Spooled:
     size: int
 
 
-def spool(data: bytes) -> bytes | Spooled:
+def spool(data: bytes, *, disk: bool = True) -> bytes | Spooled | SharedBytes:
     """Worker side: a chunk's encoded records, to return to the parent.
 
-    They go through a file rather than the result pipe: the parent then copies them to the output in
+    Into the chunk's block of shared memory if the job gave it one (see :attr:`BatchJob.shared_outputs`)
+    and they fit. Else through a spool file if ``disk``, else as bytes through the result pipe.
+
+    A spool file rather than the result pipe: the parent then copies them to the output in
     blocks and never holds a chunk's whole output (MBs per chunk and worker, which its allocator kept long
     after: ~85 MB of its peak RSS at 1M rows on 2 cores) and does not unpickle it. Bytes as they are
     outside a worker process. Only for what the final output holds anyway and that is safe on the worker's
     local disk: an EncryptJob's records (PII encrypted); never decrypted records (DeriveJob).
     The files are private (0600 in a 0700 folder) and deleted once copied or when the job ends.
     """
-    if _worker_spool_dir is None:
+    if _outbox is not None:
+        shared = _outbox.put(data)
+        if shared is not None:
+            return shared
+    if _worker_spool_dir is None or not disk:
         return data
     fd, path = tempfile.mkstemp(dir=_worker_spool_dir, suffix=".chunk")
     with os.fdopen(fd, "wb") as f:
@@ -596,12 +651,37 @@ def _start_worker(spec: WorkerSpec, spool_dir: str | None = None) -> None:
     _worker_spool_dir = spool_dir
 
 
-def _work_on_chunk(chunk: RecordChunk) -> object:
+@dataclass(frozen=True)
+class _Handoff:
+    """Work for a worker process whose Arrow chunk is in shared memory (``work``: what held it, else None)."""
+
+    work: object
+    first_row: int
+    table: SharedTable
+    outbox: Outbox | None
+
+    def opened(self) -> object:
+        """Worker side: the work as it was, its chunk read back."""
+        chunk = ArrowRecordChunk(self.first_row, read_table(self.table))
+        return chunk if self.work is None else dataclasses.replace(self.work, chunk=chunk)  # type: ignore[type-var]
+
+
+_outbox: OutboxWriter | None = None
+
+
+def _work_on_chunk(work: object) -> tuple[object, int]:
+    """Worker side: what :meth:`BatchJob.work_on_chunk` gives, and the bytes its outbox could not hold."""
+    global _outbox
     assert _worker is not None, "worker process not started"
     try:
+        if isinstance(work, _Handoff):
+            _outbox = None if work.outbox is None else OutboxWriter(work.outbox)
+            work = work.opened()
         with collector_paused():
-            return _worker.work_on_chunk(chunk)
+            done = _worker.work_on_chunk(work)  # type: ignore[arg-type]
+        return done, _outbox.overflow if _outbox is not None else 0
     finally:
+        _outbox = None
         release_arrow_memory()
 
 

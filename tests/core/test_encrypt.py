@@ -205,7 +205,7 @@ def test_worker_processes_are_stopped_when_a_job_fails(strm_reference, bucket, s
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     with pytest.raises(RecordError, match="row #3000"):
         job.run()
-    assert job._pool is None  # shut down, no orphaned processes
+    assert job._pools == []  # shut down, no orphaned processes
     assert not any((tmp_path / "tmp").iterdir()), "chunks spooled by workers are deleted"
     assert not (bucket / "uci_online_retail/encrypted.csv").exists()
 
