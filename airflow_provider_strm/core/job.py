@@ -14,8 +14,10 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
+import types
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -231,14 +233,15 @@ class BatchJob:
     def _process_parallel(self, reader: RecordReader, result: JobResult, started: float) -> None:
         """Chunks are read here, processed by worker processes, and written here in file order."""
         self._spool_dir = tempfile.mkdtemp(prefix="strm-spool-")
-        # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock
+        # spawn, not fork: an Airflow task process has threads, and a forked copy of them can deadlock;
+        # spawned without the task's main module (see _WorkerProcess)
         # one single-process pool per worker, chunks in turn: each worker uses the same few blocks of
         # shared memory (see _hand_over), which stay mapped in its process
         spec = self.worker_spec()
         self._pools = [
             ProcessPoolExecutor(
                 1,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_WorkerContext(),
                 initializer=_start_worker,
                 initargs=(spec, self._spool_dir),
             )
@@ -643,6 +646,28 @@ def write_spooled(writer: RecordWriter, data: bytes | Spooled, rows: int) -> Non
             writer.write_encoded(b"", rows)
     finally:
         os.unlink(data.path)
+
+
+class _WorkerProcess(multiprocessing.context.SpawnProcess):
+    """A spawned process that does not import its parent's ``__main__`` module.
+
+    A spawned process imports the main module of its parent first, as ``__mp_main__``. In an Airflow
+    task that is the ``airflow`` command (the scheduler's or a Celery worker's), which imports Airflow:
+    ~2 s and ~15 MB more per worker process, for nothing: a worker runs only this package's code.
+    """
+
+    def start(self) -> None:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")  # no spec, no file: nothing to import
+        try:
+            super().start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+
+
+class _WorkerContext(multiprocessing.context.SpawnContext):
+    Process = _WorkerProcess
 
 
 def _start_worker(spec: WorkerSpec, spool_dir: str | None = None) -> None:
