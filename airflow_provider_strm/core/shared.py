@@ -146,7 +146,7 @@ class Exchange:
         block = self._block(self._in, slot, size + size // 4)
         out = None
         if block is not None and outbox:
-            out = self._block(self._out, slot, max(self._out_need.get(slot, 0), 2 * size))
+            out = self._block(self._out, slot, max(self._out_need.get(slot, 0), size + size // 4))
         if block is None or (outbox and out is None):
             return None
         buffer = pa.py_buffer(block.memory.buf)

@@ -35,6 +35,7 @@ def test_the_compose_file_runs_every_airflow_service_and_the_stores() -> None:
     output = json.loads(env["AIRFLOW_CONN_STRM_SAMPLE_OUTPUT"])
     assert output["extra"]["service_config"]["s3"]["bucket_name"] == "strm-output"
     assert "mc mb --ignore-existing local/strm-output" in services["minio-init"]["entrypoint"]
+    assert services["airflow-worker"]["shm_size"] == "1gb"  # room for jobs' worker processes (shared memory)
 
 
 def test_the_image_is_built_on_the_airflow_version_we_test_with() -> None:
