@@ -155,14 +155,14 @@ class Exchange:
             writer.write_table(table)
         written = sink.tell()
         sink.close()
-        del sink, buffer  # no view of the block is left: it can be closed
+        del writer, sink, buffer  # no view of the block is left: it can be closed
         let_go(block.memory, 0, written)
         return SharedTable(block.name, written), None if out is None else Outbox(out.name, out.size)
 
     def taken(self, table: SharedTable, outbox: Outbox | None, overflow: int) -> None:
         """The worker is done with a chunk: its blocks' names go; ``overflow`` bytes did not fit its outbox."""
-        for name in (table.name, outbox.name if outbox is not None else None):
-            block = self._by_name.get(name) if name is not None else None
+        for name in [table.name] + ([outbox.name] if outbox is not None else []):
+            block = self._by_name.get(name)
             if block is not None:
                 block.unname()
         if overflow and outbox is not None:
