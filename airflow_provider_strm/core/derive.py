@@ -69,7 +69,7 @@ _CONSENT_KINDS = 4096  # distinct consent values remembered per job (a file has 
 
 def key_store_lookup(store: KeyStore) -> KeyLookup:
     def lookup(links: Iterable[str]) -> Mapping[str, Keyset]:
-        return {link: k.keyset for link, k in store.keys_by_link(links).items()}
+        return store.keysets_by_link(links)
 
     return lookup
 

@@ -133,7 +133,7 @@ def test_forgetting_a_subject_shreds_only_their_keys(strm_reference, tmp_path, s
     # the encrypted file still holds X's ciphertexts, but no key opens them any more
     encrypted = parse_csv((tmp_path / "bucket/uci_online_retail/encrypted.csv").read_bytes())
     links = {r[11] for r, src in zip(encrypted[1:], before[1:], strict=True) if src[6] == "17850"}
-    assert store.keys_by_link(links) == {}
+    assert store.keys_by_link(links) == {} and store.keysets_by_link(links) == {}
 
 
 def test_purging_removes_exactly_the_expired_keys(tmp_path, store) -> None:

@@ -58,6 +58,21 @@ def test_keys_are_found_by_key_link(sqlite_store: KeyStore) -> None:
     assert found[stored.key_link].keyset == stored.keyset
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_keysets_by_link_are_the_keysets_of_keys_by_link(tmp_path, backend, request) -> None:
+    # SQLite reads them on the driver's connection (a derive job's hot path), PostgreSQL through keys_by_link
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'k.db'}"
+    store = KeyStore(url, new_kek())
+    store.ensure_schema()
+    created = store.get_or_create("g", [(f"v{i}", DAY * (i % 3)) for i in range(2_500)])  # > one SELECT batch
+    links = [k.key_link for k in created.values()]
+    unknown = "00000000-0000-0000-0000-000000000000"
+    found = store.keysets_by_link([*links, unknown, links[0]])
+    assert found == {k.key_link: k.keyset for k in created.values()}
+    assert found == {link: k.keyset for link, k in store.keys_by_link(links).items()}
+    assert store.keysets_by_link([]) == {}
+
+
 @settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(group=st.text(max_size=20), value=st.text(max_size=40))
 def test_digests_are_the_hmac_of_group_kind_and_value(sqlite_store: KeyStore, group: str, value: str) -> None:
