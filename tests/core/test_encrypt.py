@@ -336,3 +336,19 @@ print("pandas" in sys.modules)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
     assert (bucket / "uci_online_retail/keys.csv").exists()
+
+
+@given(ids=st.lists(st.integers(min_value=1, max_value=2**32 - 1), max_size=20))
+def test_a_chunks_keys_reach_a_worker_process_as_they_are(ids: list[int]) -> None:
+    # they are pickled as one array of ids and one string of key bytes, and built again on the other side
+    import pickle
+
+    import numpy as np
+
+    from airflow_provider_strm.core.crypto import Keyset
+
+    keysets = [Keyset(i, bytes([n % 256]) * 64) for n, i in enumerate(ids)]
+    plan = encrypt_module._ChunkKeys(np.arange(len(ids)), np.arange(len(ids)), [f"l{i}" for i in ids], keysets)
+    back = pickle.loads(pickle.dumps(plan))
+    assert back.keysets == keysets and back.links == plan.links
+    assert back.stamps.tolist() == plan.stamps.tolist() and back.entity_of.tolist() == plan.entity_of.tolist()
