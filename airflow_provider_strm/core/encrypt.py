@@ -32,7 +32,7 @@ from airflow_provider_strm.core.columnar import (
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import Keyset, encrypt_columns, encrypt_grouped
+from airflow_provider_strm.core.crypto import Keyset, encrypt_columns, encrypt_grouped, pack_keysets, unpack_keysets
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, ArrowRecordChunk, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.formats import record_writer
@@ -560,19 +560,13 @@ class _ChunkKeys:
     keysets: list[Keyset]  # each entity's keyset
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        # to a worker process, the keysets as one array of ids and one string of key bytes: pickling ~10k
-        # Keyset objects one by one cost this process ~0.6 s per 1M records (it is the one that waits)
-        ids = np.fromiter((k.key_id for k in self.keysets), dtype=np.uint32, count=len(self.keysets))
-        material = b"".join(k.key_bytes for k in self.keysets)
-        return _unpacked_keys, (self.stamps, self.entity_of, self.links, ids, material)
+        # to a worker process, the keysets packed in one string: pickling ~10k Keyset objects one by one
+        # cost this process ~0.6 s per 1M records (it is the one the workers wait on)
+        return _unpacked_keys, (self.stamps, self.entity_of, self.links, pack_keysets(self.keysets))
 
 
-def _unpacked_keys(
-    stamps: np.ndarray, entity_of: np.ndarray, links: list[str], ids: np.ndarray, material: bytes
-) -> _ChunkKeys:
-    size = len(material) // max(len(ids), 1)
-    keysets = list(map(Keyset, ids.tolist(), [material[i : i + size] for i in range(0, len(material), size or 1)]))
-    return _ChunkKeys(stamps, entity_of, links, keysets)
+def _unpacked_keys(stamps: np.ndarray, entity_of: np.ndarray, links: list[str], keysets: bytes) -> _ChunkKeys:
+    return _ChunkKeys(stamps, entity_of, links, unpack_keysets(keysets))
 
 
 @dataclass(frozen=True)

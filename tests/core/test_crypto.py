@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tink import daead, secret_key_access
 
-from airflow_provider_strm.core.crypto import DeterministicCipher, Keyset, ciphertext_key_id, encrypt_columns
+from airflow_provider_strm.core.crypto import (
+    DeterministicCipher,
+    Keyset,
+    ciphertext_key_id,
+    encrypt_columns,
+    pack_keysets,
+    unpack_keysets,
+)
 from airflow_provider_strm.core.errors import DecryptionError
 
 daead.register()
@@ -118,3 +125,11 @@ def test_tink_json_is_exactly_compact_json_dumps_of_the_keyset(key_id, key) -> N
     value = base64.b64encode(b"\x12\x40" + key).decode()
     assert keyset.to_tink_json() == json.dumps(keyset._tink_doc(value), separators=(",", ":"))
     assert Keyset.from_tink_json(keyset.to_tink_json()) == keyset
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 1), st.binary(min_size=64, max_size=64)), max_size=30))
+def test_packed_keysets_unpack_to_the_same_keysets(pairs: list[tuple[int, bytes]]) -> None:
+    keysets = [Keyset(key_id, key) for key_id, key in pairs]
+    assert unpack_keysets(pack_keysets(keysets)) == keysets
+    with pytest.raises(ValueError):
+        unpack_keysets(pack_keysets(keysets) + b"\x00")
