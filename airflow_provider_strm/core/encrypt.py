@@ -13,7 +13,7 @@ import io
 import logging
 import pickle
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +46,7 @@ from airflow_provider_strm.core.job import (
     require_columns,
     spool,
 )
-from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
+from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_lines, key_rows, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
@@ -122,8 +122,10 @@ class EncryptJob(BatchJob):
         # the keys file lists each key once, in order of first use; bounded memory whatever the file
         self._keys_seen = SeenSet()
         self._key_cache: LruCache[tuple[str, int], StoredKey] = LruCache(key_cache_size)
+        # (data subject digest, key link) pairs
         self._subjects_linked: set[tuple[str, str]] = set()
         self._subjects_held: set[tuple[str, str]] = set()
+        self._subject_digest: Callable[[str], str] | None = None
         self._planned: dict[int, tuple[list[str], dict[tuple[str, int], StoredKey]]] = {}
         self._stamps: tuple[int, np.ndarray | list[int]] | None = None
 
@@ -186,7 +188,7 @@ class EncryptJob(BatchJob):
         keys = self._keys(set(entities), result)
         links = [keys[e].key_link for e in entities]
         if self._subject_idx is not None:
-            self._link_subjects(set(zip(columns[self._subject_idx], links, strict=True)))
+            self._link_subjects(self._digested(set(zip(columns[self._subject_idx], links, strict=True))))
         out: list = list(columns)
         keysets = {stored.key_link: stored.keyset for stored in keys.values()}
         pii = [columns[i] for i in self._pii_idx]
@@ -218,9 +220,10 @@ class EncryptJob(BatchJob):
         return out, plan.links, keys
 
     def _resolve_keys(
-        self, chunk: ArrowRecordChunk, result: JobResult
+        self, chunk: ArrowRecordChunk, result: JobResult, *, link_subjects: bool = True
     ) -> tuple[_ChunkKeys, dict[tuple[str, int], StoredKey]]:
-        """Each record's entity (key-field value, UTC day) and every entity's key; data subjects linked."""
+        """Each record's entity (key-field value, UTC day) and every entity's key; data subjects linked
+        (unless ``link_subjects`` is false: a worker process then digests them, see :meth:`work_on_chunk`)."""
         table = chunk.table
         kept = self._kept_stamps(chunk)
         if kept is None:
@@ -236,21 +239,38 @@ class EncryptJob(BatchJob):
         keys = self._keys(set(entities), result)
         used = [keys[e] for e in entities]
         links = [stored.key_link for stored in used]
-        plan = _ChunkKeys(stamps, entity_of, links, [stored.keyset for stored in used])
-        self._link_chunk_subjects(chunk, plan)
+        plan = _ChunkKeys(
+            stamps, entity_of, links, [stored.keyset for stored in used],
+            [stored.policy_id for stored in used], [stored.expires_at for stored in used],
+        )  # fmt: skip
+        if link_subjects:
+            self._link_subjects(self._chunk_subjects(chunk, plan))
         if self.checks.rules:
             self.checks.observe(chunk.columns)
         return plan, keys
 
-    def _link_chunk_subjects(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> None:
-        """Each distinct (data subject, key link) of the chunk, remembered in the key store."""
+    def _chunk_subjects(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> set[tuple[str, str]]:
+        """Each distinct (data subject digest, key link) of the chunk (no empty subject)."""
         if self._subject_idx is None:
-            return
+            return set()
         subjects, subject_codes = distinct(as_array(chunk.table.column(self._subject_idx)))
         pairs, _ = groups_in_order(subject_codes * len(plan.links) + plan.entity_of)
         subject_of, entity_at = subject_codes[pairs].tolist(), plan.entity_of[pairs].tolist()
+        digest = self._digester()
+        digests = [digest(subject) if subject != "" else "" for subject in subjects]
         links = plan.links
-        self._link_subjects({(subjects[s], links[e]) for s, e in zip(subject_of, entity_at, strict=True)})
+        return {(digests[s], links[e]) for s, e in zip(subject_of, entity_at, strict=True) if digests[s]}
+
+    def _digested(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """(data subject, key link) pairs as (subject digest, key link), without the empty subject."""
+        digest = self._digester()
+        digests = {subject: digest(subject) for subject in {s for s, _ in pairs if s != ""}}
+        return {(digests[s], link) for s, link in pairs if s != ""}
+
+    def _digester(self) -> Callable[[str], str]:
+        if self._subject_digest is None:
+            self._subject_digest = self.key_store.subject_digester(self.group_id)
+        return self._subject_digest
 
     def _encrypt_planned(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> list:
         """The output columns of a chunk whose keys are resolved: PII encrypted, strmMeta appended."""
@@ -309,12 +329,13 @@ class EncryptJob(BatchJob):
         )  # fmt: skip
 
     def prepare_chunk(self, chunk: RecordChunk, result: JobResult) -> object:
-        """Parent side: a valid Arrow chunk gets its keys and its data subjects linked here (one key cache and
-        one key-store writer, in one batched transaction, for the whole file); the worker process then only
-        encrypts and encodes it. Any other chunk goes as it is (its worker writes keys and links itself)."""
+        """Parent side: a valid Arrow chunk gets its keys here (one key cache and one key-store writer, in one
+        batched transaction, for the whole file); the worker process then encrypts and encodes it, digests its
+        data subjects and encodes its keys' keys-file lines, which :meth:`absorb` writes to the key store and the
+        keys file. Any other chunk goes as it is (its worker writes keys and links itself)."""
         if not isinstance(chunk, ArrowRecordChunk) or self.consent_function is not None or self.validate_chunk(chunk):
             return chunk
-        plan, keys = self._resolve_keys(chunk, result)
+        plan, keys = self._resolve_keys(chunk, result, link_subjects=False)
         self._planned[chunk.first_row] = (plan.links, keys)
         return _PlannedChunk(chunk, plan)
 
@@ -323,9 +344,16 @@ class EncryptJob(BatchJob):
 
     def work_on_chunk(self, chunk: RecordChunk | _PlannedChunk) -> _EncryptedChunk:
         if isinstance(chunk, _PlannedChunk):
-            data = spool(self._writer.encode_columns(self._encrypt_planned(chunk.chunk, chunk.plan)))
+            plan = chunk.plan
+            data = spool(self._writer.encode_columns(self._encrypt_planned(chunk.chunk, plan)))
             none = FileChecks((), self._header, self.parser)
-            return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row)
+            lines = []
+            if self.config.encryption_keys_data is not None:
+                charset = self.config.encryption_keys_data.charset
+                lines = key_lines(plan.links, plan.keysets, plan.policies, plan.expires, charset)
+            done = _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row, lines)
+            done.subjects.extend(self._chunk_subjects(chunk.chunk, plan))
+            return done
         first_row = chunk.first_row
         chunk, bad, counts = self.split_chunk(chunk)
         self.checks = FileChecks(self.config.validations, self._header, self.parser)
@@ -352,8 +380,14 @@ class EncryptJob(BatchJob):
         self.checks.merge(done.checks)
         planned = self._planned.pop(done.first_row, None)
         if planned is not None:  # keys resolved here (prepare_chunk): listed in file order, as one process does
+            self._link_subjects(set(done.subjects))
             if self._keys_writer is not None:
-                self._write_keys(*planned)
+                links, keys = planned
+                at = {link: i for i, link in enumerate(links)}
+                created = {stored.key_link for stored in keys.values() if stored.created}
+                new = self._keys_seen.first_seen(links, created)
+                if new:
+                    self._keys_writer.write_encoded(b"".join([done.key_lines[at[link]] for link in new]), len(new))
             return
         if self._keys_writer is not None and done.keys:
             by_link = {row[0]: row for row in done.keys}
@@ -453,6 +487,7 @@ class EncryptJob(BatchJob):
         return out
 
     def _link_subjects(self, pairs: set[tuple[str, str]]) -> None:
+        """(data subject digest, key link) pairs to remember in the key store."""
         # written in batches (one key-store transaction each), all before any output is committed
         # (see flush), so a subject can always be forgotten
         done = self._subjects_linked
@@ -465,7 +500,7 @@ class EncryptJob(BatchJob):
         pairs, done = self._subjects_held, self._subjects_linked
         if not pairs:
             return
-        self.key_store.link_subjects(self.group_id, pairs)
+        self.key_store.link_subject_digests(self.group_id, pairs)
         if len(done) + len(pairs) > SUBJECT_CACHE_SIZE:
             done.clear()  # bounded: a pair recorded again is a no-op in the key store
         done.update(pairs)
@@ -558,15 +593,25 @@ class _ChunkKeys:
     entity_of: np.ndarray  # each record's entity number (entities in order of first appearance)
     links: list[str]  # each entity's key link
     keysets: list[Keyset]  # each entity's keyset
+    policies: list[str | None]  # each entity's key's policy id
+    expires: list[int | None]  # each entity's key's expiry, epoch ms
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # to a worker process, the keysets packed in one string: pickling ~10k Keyset objects one by one
         # cost this process ~0.6 s per 1M records (it is the one the workers wait on)
-        return _unpacked_keys, (self.stamps, self.entity_of, self.links, pack_keysets(self.keysets))
+        keysets = pack_keysets(self.keysets)
+        return _unpacked_keys, (self.stamps, self.entity_of, self.links, keysets, self.policies, self.expires)
 
 
-def _unpacked_keys(stamps: np.ndarray, entity_of: np.ndarray, links: list[str], keysets: bytes) -> _ChunkKeys:
-    return _ChunkKeys(stamps, entity_of, links, unpack_keysets(keysets))
+def _unpacked_keys(
+    stamps: np.ndarray,
+    entity_of: np.ndarray,
+    links: list[str],
+    keysets: bytes,
+    policies: list[str | None],
+    expires: list[int | None],
+) -> _ChunkKeys:
+    return _ChunkKeys(stamps, entity_of, links, unpack_keysets(keysets), policies, expires)
 
 
 @dataclass(frozen=True)
@@ -589,3 +634,6 @@ class _EncryptedChunk:
     keys_reused: int
     checks: FileChecks
     first_row: int
+    # a planned chunk's: its keys' keys-file lines (as its plan lists the keys), its (subject digest, key link) pairs
+    key_lines: list[bytes] = field(default_factory=list)
+    subjects: list[tuple[str, str]] = field(default_factory=list)

@@ -38,6 +38,22 @@ def key_rows(keys: list[KeyRow]) -> list[list[str | None]]:
     ]
 
 
+def key_lines(
+    links: list[str], keysets: list[Keyset], policies: list[str | None], expires: list[int | None], charset: str
+) -> list[bytes]:
+    """Each key's keys-file line, byte for byte as :func:`write_keys` writes it (every value quoted, quotes
+    doubled, no value unquoted; CRLF): a worker process encodes them, the job's process picks the new ones."""
+    return [
+        f"{_quoted(link)},{_quoted(keyset.to_tink_json())},{_quoted(policy)},"
+        f"{_quoted(None if expiry is None else str(expiry))}\r\n".encode(charset)
+        for link, keyset, policy, expiry in zip(links, keysets, policies, expires, strict=True)
+    ]
+
+
+def _quoted(value: str | None) -> str:
+    return "" if value is None else '"' + value.replace('"', '""') + '"'
+
+
 def write_keys(writer: CsvRecordWriter, keys: list[KeyRow]) -> None:
     if not keys:
         return

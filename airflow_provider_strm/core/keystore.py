@@ -596,7 +596,7 @@ class KeyStore:
 
     def link_subjects(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
         """Remember which keys encrypted which data subject's records (as digests), so they can be forgotten."""
-        digest = self._digester(group_id, "subject")
+        digest = self.subject_digester(group_id)
         digests: dict[str, str] = {}  # a subject has many keys: one digest each
         distinct: set[tuple[str, str]] = set()
         for subject, link in pairs:
@@ -605,7 +605,16 @@ class KeyStore:
                 if found is None:
                     found = digests[subject] = digest(subject)
                 distinct.add((found, link))
-        rows = sorted(distinct)
+        self.link_subject_digests(group_id, distinct)
+
+    def subject_digester(self, group_id: str) -> Callable[[str], str]:
+        """The digest of a data subject of the group, as :meth:`link_subject_digests` takes it."""
+        return self._digester(group_id, "subject")
+
+    def link_subject_digests(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """:meth:`link_subjects` with each subject already a :meth:`subject_digester` digest (made, say, by a
+        worker process of the job: no subject value and no digest secret needed here)."""
+        rows = sorted(set(pairs))
         if not rows:
             return
         with self._begin(batch=True) as conn:

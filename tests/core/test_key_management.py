@@ -18,7 +18,7 @@ from airflow_provider_strm.core.derive import DeriveJob
 from airflow_provider_strm.core.encrypt import EncryptJob
 from airflow_provider_strm.core.errors import KeyStoreError
 from airflow_provider_strm.core.kek import AwsKmsKek, GcpKmsKek, LocalKek, aead_unwrap, aead_wrap
-from airflow_provider_strm.core.keystore import KeyStore, keys_table, metadata, new_kek
+from airflow_provider_strm.core.keystore import KeyStore, keys_table, metadata, new_kek, subject_keys_table
 from airflow_provider_strm.core.storage import LocalStorage
 
 GROUP = "7824e975-20e1-4995-b129-2f9582728ca5"
@@ -134,6 +134,25 @@ def test_forgetting_a_subject_shreds_only_their_keys(strm_reference, tmp_path, s
     encrypted = parse_csv((tmp_path / "bucket/uci_online_retail/encrypted.csv").read_bytes())
     links = {r[11] for r, src in zip(encrypted[1:], before[1:], strict=True) if src[6] == "17850"}
     assert store.keys_by_link(links) == {} and store.keysets_by_link(links) == {}
+
+
+def test_worker_processes_link_the_same_subjects_to_the_same_keys(strm_reference, tmp_path, store) -> None:
+    # with workers, each worker digests its chunks' data subjects and this process records them
+    job = Reference(strm_reference, tmp_path / "bucket", store)
+    job.encrypt()
+
+    def links() -> list[tuple]:
+        with store.engine.begin() as conn:
+            rows = sorted(conn.execute(sa.select(subject_keys_table)).all())
+            conn.execute(subject_keys_table.delete())
+        return rows
+
+    one = links()
+    assert len(one) > 500 and {r.group_id for r in one} == {GROUP}
+    EncryptJob(job.config, job.contract, store, job.storages, workers=2, chunk_rows=1_500).run()  # same keys
+    assert links() == one
+    EncryptJob(job.config, job.contract, store, job.storages).run()
+    assert links() == one
 
 
 def test_purging_removes_exactly_the_expired_keys(tmp_path, store) -> None:

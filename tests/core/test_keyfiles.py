@@ -1,0 +1,38 @@
+"""Keys files: the lines a worker process encodes are the lines the keys-file writer writes."""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from airflow_provider_strm.core.crypto import Keyset
+from airflow_provider_strm.core.csvio import CsvRecordWriter
+from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_lines, write_keys
+from airflow_provider_strm.core.keystore import StoredKey
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.uuids().map(str),
+            st.integers(1, 2**31 - 1),
+            st.none() | st.text(alphabet=st.characters(codec="latin-1"), max_size=12),  # quotes, commas, newlines
+            st.none() | st.integers(0, 2**62),
+        ),
+        max_size=20,
+    ),
+    st.sampled_from(["UTF-8", "ISO-8859-1"]),
+)
+def test_key_lines_are_what_write_keys_writes(keys: list[tuple], charset: str) -> None:
+    stored = [StoredKey(link, Keyset(key_id, bytes([key_id % 256]) * 64), 0, policy, expires)
+              for link, key_id, policy, expires in keys]  # fmt: skip
+    sink = io.BytesIO()
+    write_keys(CsvRecordWriter(sink, KEYS_HEADER, charset=charset, write_header=False), stored)
+    lines = key_lines(
+        [k.key_link for k in stored], [k.keyset for k in stored],
+        [k.policy_id for k in stored], [k.expires_at for k in stored], charset,
+    )  # fmt: skip
+    assert b"".join(lines) == sink.getvalue()
+    assert len(lines) == len(stored)
