@@ -367,6 +367,11 @@ class CsvRecordWriter:
         if write_header:  # a resumed output already has its header in an earlier part
             self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
 
+    @property
+    def charset(self) -> str:
+        """The charset the writer encodes lines in (Python's name for it)."""
+        return self._encoding
+
     def write_columns(self, columns: Sequence[Sequence[str | None] | pa.Array]) -> None:
         batch = self._batch(columns)
         for start in range(0, batch.num_rows, _WRITE_ROWS):  # a slice at a time: one chunk's text is never held

@@ -13,7 +13,7 @@ import io
 import logging
 import pickle
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +46,7 @@ from airflow_provider_strm.core.job import (
     require_columns,
     spool,
 )
-from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_lines, key_rows, write_keys
+from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
 from airflow_provider_strm.core.keystore import KeyStore, StoredKey
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
@@ -68,6 +68,8 @@ META_COLUMNS = (
 SUBJECT_CACHE_SIZE = 50_000
 #: pairs held back before they are written to the key store in one transaction (all are, before any commit)
 SUBJECT_BATCH = 20_000
+#: a data subject's digest: hex HMAC-SHA256
+DIGEST_CHARS = 64
 
 #: Replaces STRM's consent extraction: takes a record (column → value), returns its consent levels.
 ConsentFunction = Callable[[Mapping[str, str]], "ConsentLevels | list[int]"]
@@ -244,22 +246,23 @@ class EncryptJob(BatchJob):
             [stored.policy_id for stored in used], [stored.expires_at for stored in used],
         )  # fmt: skip
         if link_subjects:
-            self._link_subjects(self._chunk_subjects(chunk, plan))
+            self._link_subjects(self._chunk_subjects(chunk, plan).pairs(plan.links))
         if self.checks.rules:
             self.checks.observe(chunk.columns)
         return plan, keys
 
-    def _chunk_subjects(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> set[tuple[str, str]]:
-        """Each distinct (data subject digest, key link) of the chunk (no empty subject)."""
+    def _chunk_subjects(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> _Subjects:
+        """Each distinct (data subject, entity) of the chunk, the subject digested (no empty subject)."""
         if self._subject_idx is None:
-            return set()
+            return _Subjects("", np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         subjects, subject_codes = distinct(as_array(chunk.table.column(self._subject_idx)))
         pairs, _ = groups_in_order(subject_codes * len(plan.links) + plan.entity_of)
-        subject_of, entity_at = subject_codes[pairs].tolist(), plan.entity_of[pairs].tolist()
+        subject_at, entity_at = subject_codes[pairs], plan.entity_of[pairs]
+        if "" in subjects:  # no one's: not linked
+            named = subject_at != subjects.index("")
+            subject_at, entity_at = subject_at[named], entity_at[named]
         digest = self._digester()
-        digests = [digest(subject) if subject != "" else "" for subject in subjects]
-        links = plan.links
-        return {(digests[s], links[e]) for s, e in zip(subject_of, entity_at, strict=True) if digests[s]}
+        return _Subjects("".join([digest(subject) for subject in subjects]), subject_at, entity_at)
 
     def _digested(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """(data subject, key link) pairs as (subject digest, key link), without the empty subject."""
@@ -347,13 +350,8 @@ class EncryptJob(BatchJob):
             plan = chunk.plan
             data = spool(self._writer.encode_columns(self._encrypt_planned(chunk.chunk, plan)))
             none = FileChecks((), self._header, self.parser)
-            lines = []
-            if self.config.encryption_keys_data is not None:
-                charset = self.config.encryption_keys_data.charset
-                lines = key_lines(plan.links, plan.keysets, plan.policies, plan.expires, charset)
-            done = _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row, lines)
-            done.subjects.extend(self._chunk_subjects(chunk.chunk, plan))
-            return done
+            subjects = self._chunk_subjects(chunk.chunk, plan)
+            return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row, subjects)
         first_row = chunk.first_row
         chunk, bad, counts = self.split_chunk(chunk)
         self.checks = FileChecks(self.config.validations, self._header, self.parser)
@@ -380,14 +378,10 @@ class EncryptJob(BatchJob):
         self.checks.merge(done.checks)
         planned = self._planned.pop(done.first_row, None)
         if planned is not None:  # keys resolved here (prepare_chunk): listed in file order, as one process does
-            self._link_subjects(set(done.subjects))
+            if done.subjects is not None:
+                self._link_subjects(done.subjects.pairs(planned[0]))
             if self._keys_writer is not None:
-                links, keys = planned
-                at = {link: i for i, link in enumerate(links)}
-                created = {stored.key_link for stored in keys.values() if stored.created}
-                new = self._keys_seen.first_seen(links, created)
-                if new:
-                    self._keys_writer.write_encoded(b"".join([done.key_lines[at[link]] for link in new]), len(new))
+                self._write_keys(*planned)
             return
         if self._keys_writer is not None and done.keys:
             by_link = {row[0]: row for row in done.keys}
@@ -634,6 +628,20 @@ class _EncryptedChunk:
     keys_reused: int
     checks: FileChecks
     first_row: int
-    # a planned chunk's: its keys' keys-file lines (as its plan lists the keys), its (subject digest, key link) pairs
-    key_lines: list[bytes] = field(default_factory=list)
-    subjects: list[tuple[str, str]] = field(default_factory=list)
+    subjects: _Subjects | None = None  # a planned chunk's data subjects, digested by the worker
+
+
+@dataclass(frozen=True)
+class _Subjects:
+    """A chunk's distinct (data subject, entity) pairs, compact: what a worker process sends back is a few
+    hundred KB, not ~10k tuples of strings (whose memory the job's process's allocator then keeps: +20 MB)."""
+
+    digests: str  # each distinct subject's digest (DIGEST_CHARS long), concatenated
+    subject_at: np.ndarray  # each pair's subject: its number among the digests
+    entity_at: np.ndarray  # each pair's entity: its number in the chunk's plan
+
+    def pairs(self, links: list[str]) -> set[tuple[str, str]]:
+        """The (subject digest, key link) pairs, made with these key links (the plan's, in this process)."""
+        size = DIGEST_CHARS
+        digests = [self.digests[i : i + size] for i in range(0, len(self.digests), size)]
+        return {(digests[s], links[e]) for s, e in zip(self.subject_at.tolist(), self.entity_at.tolist(), strict=True)}
