@@ -127,7 +127,6 @@ class EncryptJob(BatchJob):
         # (data subject digest, key link) pairs
         self._subjects_linked: set[tuple[str, str]] = set()
         self._subjects_held: set[tuple[str, str]] = set()
-        self._subject_digest: Callable[[str], str] | None = None
         self._planned: dict[int, tuple[list[str], dict[tuple[str, int], StoredKey]]] = {}
         self._stamps: tuple[int, np.ndarray | list[int]] | None = None
 
@@ -190,7 +189,8 @@ class EncryptJob(BatchJob):
         keys = self._keys(set(entities), result)
         links = [keys[e].key_link for e in entities]
         if self._subject_idx is not None:
-            self._link_subjects(self._digested(set(zip(columns[self._subject_idx], links, strict=True))))
+            pairs = set(zip(columns[self._subject_idx], links, strict=True))
+            self._link_subjects(self.key_store.digested_subjects(self.group_id, pairs))
         out: list = list(columns)
         keysets = {stored.key_link: stored.keyset for stored in keys.values()}
         pii = [columns[i] for i in self._pii_idx]
@@ -241,10 +241,7 @@ class EncryptJob(BatchJob):
         keys = self._keys(set(entities), result)
         used = [keys[e] for e in entities]
         links = [stored.key_link for stored in used]
-        plan = _ChunkKeys(
-            stamps, entity_of, links, [stored.keyset for stored in used],
-            [stored.policy_id for stored in used], [stored.expires_at for stored in used],
-        )  # fmt: skip
+        plan = _ChunkKeys(stamps, entity_of, links, [stored.keyset for stored in used])
         if link_subjects:
             self._link_subjects(self._chunk_subjects(chunk, plan).pairs(plan.links))
         if self.checks.rules:
@@ -261,19 +258,8 @@ class EncryptJob(BatchJob):
         if "" in subjects:  # no one's: not linked
             named = subject_at != subjects.index("")
             subject_at, entity_at = subject_at[named], entity_at[named]
-        digest = self._digester()
+        digest = self.key_store.subject_digester(self.group_id)
         return _Subjects("".join([digest(subject) for subject in subjects]), subject_at, entity_at)
-
-    def _digested(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """(data subject, key link) pairs as (subject digest, key link), without the empty subject."""
-        digest = self._digester()
-        digests = {subject: digest(subject) for subject in {s for s, _ in pairs if s != ""}}
-        return {(digests[s], link) for s, link in pairs if s != ""}
-
-    def _digester(self) -> Callable[[str], str]:
-        if self._subject_digest is None:
-            self._subject_digest = self.key_store.subject_digester(self.group_id)
-        return self._subject_digest
 
     def _encrypt_planned(self, chunk: ArrowRecordChunk, plan: _ChunkKeys) -> list:
         """The output columns of a chunk whose keys are resolved: PII encrypted, strmMeta appended."""
@@ -333,9 +319,9 @@ class EncryptJob(BatchJob):
 
     def prepare_chunk(self, chunk: RecordChunk, result: JobResult) -> object:
         """Parent side: a valid Arrow chunk gets its keys here (one key cache and one key-store writer, in one
-        batched transaction, for the whole file); the worker process then encrypts and encodes it, digests its
-        data subjects and encodes its keys' keys-file lines, which :meth:`absorb` writes to the key store and the
-        keys file. Any other chunk goes as it is (its worker writes keys and links itself)."""
+        batched transaction, for the whole file); the worker process then encrypts and encodes it and digests its
+        data subjects, which :meth:`absorb` records in the key store as it writes the chunk's new keys to the keys
+        file. Any other chunk goes as it is (its worker writes keys and links itself)."""
         if not isinstance(chunk, ArrowRecordChunk) or self.consent_function is not None or self.validate_chunk(chunk):
             return chunk
         plan, keys = self._resolve_keys(chunk, result, link_subjects=False)
@@ -587,25 +573,15 @@ class _ChunkKeys:
     entity_of: np.ndarray  # each record's entity number (entities in order of first appearance)
     links: list[str]  # each entity's key link
     keysets: list[Keyset]  # each entity's keyset
-    policies: list[str | None]  # each entity's key's policy id
-    expires: list[int | None]  # each entity's key's expiry, epoch ms
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # to a worker process, the keysets packed in one string: pickling ~10k Keyset objects one by one
         # cost this process ~0.6 s per 1M records (it is the one the workers wait on)
-        keysets = pack_keysets(self.keysets)
-        return _unpacked_keys, (self.stamps, self.entity_of, self.links, keysets, self.policies, self.expires)
+        return _unpacked_keys, (self.stamps, self.entity_of, self.links, pack_keysets(self.keysets))
 
 
-def _unpacked_keys(
-    stamps: np.ndarray,
-    entity_of: np.ndarray,
-    links: list[str],
-    keysets: bytes,
-    policies: list[str | None],
-    expires: list[int | None],
-) -> _ChunkKeys:
-    return _ChunkKeys(stamps, entity_of, links, unpack_keysets(keysets), policies, expires)
+def _unpacked_keys(stamps: np.ndarray, entity_of: np.ndarray, links: list[str], keysets: bytes) -> _ChunkKeys:
+    return _ChunkKeys(stamps, entity_of, links, unpack_keysets(keysets))
 
 
 @dataclass(frozen=True)

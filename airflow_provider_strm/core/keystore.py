@@ -596,6 +596,10 @@ class KeyStore:
 
     def link_subjects(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
         """Remember which keys encrypted which data subject's records (as digests), so they can be forgotten."""
+        self.link_subject_digests(group_id, self.digested_subjects(group_id, pairs))
+
+    def digested_subjects(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """(data subject, key link) pairs as (subject digest, key link); the empty subject (no one's) is left out."""
         digest = self.subject_digester(group_id)
         digests: dict[str, str] = {}  # a subject has many keys: one digest each
         distinct: set[tuple[str, str]] = set()
@@ -605,7 +609,7 @@ class KeyStore:
                 if found is None:
                     found = digests[subject] = digest(subject)
                 distinct.add((found, link))
-        self.link_subject_digests(group_id, distinct)
+        return distinct
 
     def subject_digester(self, group_id: str) -> Callable[[str], str]:
         """The digest of a data subject of the group, as :meth:`link_subject_digests` takes it."""

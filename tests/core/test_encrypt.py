@@ -348,10 +348,8 @@ def test_a_chunks_keys_reach_a_worker_process_as_they_are(ids: list[int]) -> Non
     from airflow_provider_strm.core.crypto import Keyset
 
     keysets = [Keyset(i, bytes([n % 256]) * 64) for n, i in enumerate(ids)]
-    policies, expires = [None if i % 2 else f"p{i}" for i in ids], [i if i % 3 else None for i in ids]
     n = np.arange(len(ids))
-    plan = encrypt_module._ChunkKeys(n, n, [f"l{i}" for i in ids], keysets, policies, expires)
+    plan = encrypt_module._ChunkKeys(n, n, [f"l{i}" for i in ids], keysets)
     back = pickle.loads(pickle.dumps(plan))
     assert back.keysets == keysets and back.links == plan.links
-    assert back.policies == policies and back.expires == expires
     assert back.stamps.tolist() == plan.stamps.tolist() and back.entity_of.tolist() == plan.entity_of.tolist()
