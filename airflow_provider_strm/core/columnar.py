@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from itertools import accumulate, compress
+from itertools import compress
 
 import numpy as np
 import pyarrow as pa
@@ -95,12 +95,22 @@ def bool_column(flags: Sequence[bool]) -> pa.Array:
 
 def utf8_column(values: Sequence[bytes]) -> pa.Array:
     """A string array of UTF-8 byte strings, from its buffers (checked to be UTF-8)."""
-    offsets = array("q", [0])
-    offsets.extend(accumulate(map(len, values)))
-    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))]
-    column = pa.Array.from_buffers(pa.large_string(), len(values), buffers)
-    column.validate(full=True)
-    return column.cast(pa.string())
+    return packed_utf8_column(b"".join(values), array("q", map(len, values)))
+
+
+def packed_utf8_column(data: bytes | bytearray, lengths: Sequence[int], *, check: bool = True) -> pa.Array:
+    """A string array of values given as one buffer and each value's length (``check``: that it is UTF-8).
+
+    The buffer is not copied. Past 2 GiB (beyond a string array's offsets), Arrow's cast refuses it.
+    """
+    ends = np.frombuffer(lengths, dtype=np.int64) if isinstance(lengths, array) else np.asarray(lengths, np.int64)
+    large = len(data) >= 2**31
+    offsets = np.zeros(len(ends) + 1, dtype=np.int64 if large else np.int32)
+    np.cumsum(ends, out=offsets[1:])
+    kind = pa.large_string() if large else pa.string()
+    column = pa.Array.from_buffers(kind, len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    column.validate(full=check)
+    return column.cast(pa.string()) if large else column
 
 
 def string_column(values: Sequence[str | None]) -> pa.Array:

@@ -26,8 +26,8 @@ from airflow_provider_strm.core.columnar import (
     gather,
     groups_in_order,
     int64_column,
+    packed_utf8_column,
     repeat,
-    utf8_column,
 )
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
@@ -557,10 +557,9 @@ def _encrypt_arrow_columns(columns: list[pa.Array], entity_of: np.ndarray, keyse
     bounds = [*starts.tolist(), len(pairs)]
     ordered = [plain[v] for v in numbers.tolist()]
     del plain
-    done = encrypt_grouped(owners[starts].tolist(), bounds, ordered, keysets)
+    data, lengths = encrypt_grouped(owners[starts].tolist(), bounds, ordered, keysets)
     del ordered
-    tokens = utf8_column(done)
-    del done
+    tokens = packed_utf8_column(data, lengths, check=False)  # base64: ASCII
     index = index.reshape(-1)
     return [tokens.take(int64_column(index[k * n : (k + 1) * n])) for k in range(len(columns))]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from itertools import accumulate
 
 import pytest
 import tink
@@ -11,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tink import daead, secret_key_access
 
+from airflow_provider_strm.core.columnar import packed_utf8_column
 from airflow_provider_strm.core.crypto import (
     DeterministicCipher,
     Keyset,
     ciphertext_key_id,
     encrypt_columns,
+    encrypt_grouped,
     pack_keysets,
     unpack_keysets,
 )
@@ -133,3 +136,19 @@ def test_packed_keysets_unpack_to_the_same_keysets(pairs: list[tuple[int, bytes]
     assert unpack_keysets(pack_keysets(keysets)) == keysets
     with pytest.raises(ValueError):
         unpack_keysets(pack_keysets(keysets) + b"\x00")
+
+
+@settings(max_examples=150)
+@given(st.lists(st.lists(st.text(max_size=12), max_size=6), max_size=8), st.randoms(use_true_random=False))
+def test_encrypt_grouped_gives_each_values_ciphertext_in_one_buffer(groups: list[list[str]], rnd) -> None:
+    """Group g's values under keyset owners[g]; the packed buffer, as a column, is each value's own ciphertext."""
+    keysets = list(_KEYSETS.values())
+    owners = [rnd.randrange(len(keysets)) for _ in groups]
+    values = [v.encode() for group in groups for v in group]
+    bounds = [0, *accumulate(len(group) for group in groups)]
+    data, lengths = encrypt_grouped(owners, bounds, values, keysets)
+    column = packed_utf8_column(data, lengths, check=False)
+    pairs = [(keysets[owner], v) for owner, group in zip(owners, groups, strict=True) for v in group]
+    expected = [keyset.cipher().encrypt(v) if v else "" for keyset, v in pairs]
+    assert column.to_pylist() == expected
+    assert len(data) == sum(map(len, expected))
