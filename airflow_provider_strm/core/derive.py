@@ -47,7 +47,7 @@ from airflow_provider_strm.core.job import (
     require_columns,
     spool,
 )
-from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.keyreader import KeyReader, open_worker_store
 from airflow_provider_strm.core.masking import Masker, hmac_sha256_masker, murmur3_masker
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache
 from airflow_provider_strm.core.shared import SharedBytes
@@ -67,7 +67,7 @@ _CONSENT = "strmMeta.consentLevels"
 _CONSENT_KINDS = 4096  # distinct consent values remembered per job (a file has a handful)
 
 
-def key_store_lookup(store: KeyStore) -> KeyLookup:
+def key_store_lookup(store: KeyReader) -> KeyLookup:
     def lookup(links: Iterable[str]) -> Mapping[str, Keyset]:
         return store.keysets_by_link(links)
 
@@ -113,7 +113,7 @@ class DeriveJob(BatchJob):
         self,
         config: BatchJobConfig,
         contract: DataContract,
-        keys: KeyStore | KeyLookup,
+        keys: KeyReader | KeyLookup,
         storages: StorageResolver,
         *,
         source_path: str | None = None,
@@ -129,14 +129,14 @@ class DeriveJob(BatchJob):
             raise ConfigError("derived_data", "a derive job needs at least one derived_data target")
         source = source_path or config.source_data.path
         enc_path = encrypted_path or (config.encrypted_data.output_path(source, "encrypted") if source else "")
-        store = keys if isinstance(keys, KeyStore) else None
+        store = keys if isinstance(keys, KeyReader) else None
         super().__init__(
             config, contract, store, storages,
             input_location=config.encrypted_data, input_path=enc_path,
             group_id=group_of(config, source or enc_path), chunk_rows=chunk_rows, checkpoint_rows=checkpoint_rows,
             context=context, job_id=job_id, workers=workers,
         )  # fmt: skip
-        self.lookup: KeyLookup = key_store_lookup(keys) if isinstance(keys, KeyStore) else keys
+        self.lookup: KeyLookup = key_store_lookup(keys) if isinstance(keys, KeyReader) else keys
         self.source_path = source
         self.naming_path = source or _strip_suffix(enc_path, "-encrypted")
         self.secrets = secrets
@@ -249,6 +249,8 @@ class DeriveJob(BatchJob):
         reason = super().parallel_reason()
         if reason is None and self.key_store is None:
             reason = "worker processes read keys from a key store, not from a keys file"
+        if reason is None and self.key_store is not None and self.key_store.in_memory:
+            reason = "worker processes cannot read an in-memory SQLite key store (use a database file)"
         if reason is None and any(t.config.target.data_format == "parquet" for t in self.targets):
             reason = "a Parquet file is written by one writer (worker processes write CSV and JSON Lines)"
         return reason
@@ -563,7 +565,7 @@ class _DeriveWorkerSpec(WorkerSpec):
 
     def build(self) -> DeriveJob:
         job = DeriveJob(
-            self.config, self.contract, KeyStore.from_worker_spec(self.store), no_storage,
+            self.config, self.contract, open_worker_store(self.store), no_storage,
             source_path=self.source_path, encrypted_path=self.encrypted_path, secrets=self.secrets.__getitem__,
             job_id=self.job_id,
         )  # fmt: skip

@@ -14,6 +14,7 @@ import logging
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -47,11 +48,14 @@ from airflow_provider_strm.core.job import (
     spool,
 )
 from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
-from airflow_provider_strm.core.keystore import KeyStore, StoredKey
+from airflow_provider_strm.core.keyreader import StoredKey, open_worker_store
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
 from airflow_provider_strm.core.timestamps import DAY_MS, TimestampParser
 from airflow_provider_strm.core.validation import FileChecks
+
+if TYPE_CHECKING:  # a worker process never imports the key store (nor SQLAlchemy): see core.keyreader
+    from airflow_provider_strm.core.keystore import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -520,9 +524,9 @@ class _EncryptWorkerSpec(WorkerSpec):
     key_cache_size: int
 
     def build(self) -> EncryptJob:
-        store = KeyStore.from_worker_spec(self.store)
+        store = open_worker_store(self.store)  # a worker process only digests data subjects with it
         job = EncryptJob(
-            self.config, self.contract, store, no_storage, source_path=self.source_path,
+            self.config, self.contract, store, no_storage, source_path=self.source_path,  # type: ignore[arg-type]
             consent_function=self.consent_function, job_id=self.job_id, key_cache_size=self.key_cache_size,
         )  # fmt: skip
         job.check_header(self.header)

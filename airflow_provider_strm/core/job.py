@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from airflow_provider_strm.core.checkpoint import PartedOutput, RecordDigest, job_key
 from airflow_provider_strm.core.config import BatchJobConfig, DataLocation
@@ -39,10 +39,12 @@ from airflow_provider_strm.core.errors import (
     TooManyBadRecords,
 )
 from airflow_provider_strm.core.formats import RecordReader, RecordWriter, gunzipped, record_reader, record_writer
-from airflow_provider_strm.core.keystore import KeyStore
 from airflow_provider_strm.core.memory import collector_paused, release_arrow_memory
 from airflow_provider_strm.core.shared import Exchange, Outbox, OutboxWriter, SharedBytes, SharedTable, read_table
 from airflow_provider_strm.core.storage import PendingObject, Storage
+
+if TYPE_CHECKING:  # a worker process never imports the key store (nor SQLAlchemy): see core.keyreader
+    from airflow_provider_strm.core.keystore import KeyStore
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,12 @@ So N processes asking for the same key at once all get the one that won.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import os
 import secrets
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -47,6 +45,7 @@ from airflow_provider_strm.core.kek import (
     new_kek,
     parse_kek,
 )
+from airflow_provider_strm.core.keyreader import KEYS_TABLE, KEYSETS_SQL, TOMBSTONES_TABLE, KeyReader, StoredKey
 from airflow_provider_strm.core.memory import collector_paused
 
 __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
@@ -78,7 +77,7 @@ schema_table = sa.Table(
 )
 
 keys_table = sa.Table(
-    "strm_keys",
+    KEYS_TABLE,
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("group_id", sa.String(64), nullable=False),
@@ -102,7 +101,7 @@ subject_keys_table = sa.Table(
 )
 
 tombstones_table = sa.Table(
-    "strm_key_tombstones",
+    TOMBSTONES_TABLE,
     metadata,
     sa.Column("key_link", sa.String(36), primary_key=True),
     sa.Column("group_id", sa.String(64), nullable=False),
@@ -163,22 +162,7 @@ job_states_table = sa.Table(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredKey:
-    """A data key as the engine sees it. ``keyset`` is secret: never log or return it."""
-
-    key_link: str
-    keyset: Keyset
-    window_start: int
-    policy_id: str | None
-    expires_at: int | None
-    created: bool = False
-
-    def __repr__(self) -> str:  # keep key material out of logs and tracebacks
-        return f"StoredKey(key_link={self.key_link!r}, window_start={self.window_start})"
-
-
-class KeyStore:
+class KeyStore(KeyReader):
     """Keys and job records of one SQL database."""
 
     #: insert key rows on the driver's connection (psycopg2, sqlite3) rather than through SQLAlchemy's executemany
@@ -191,7 +175,7 @@ class KeyStore:
         self.kek: KekProvider = LocalKek(kek) if isinstance(kek, (str, bytes)) else kek
         self._dek: bytes | None = None
         self._digest_secret: bytes | None = None
-        self._dek_key: AeadKey | None = None  # the DEK's cipher, made once (see _dek_cipher)
+        self._dek_key: AeadKey | None = None  # the DEK's cipher, made once (see KeyReader._dek_cipher)
         self._dialect = (engine.dialect.name, engine.dialect.driver)
         self._expect_new = False  # the last get_or_create found none of its keys stored (see there)
         self._held: _HeldTransaction | None = None  # see batched()
@@ -250,6 +234,13 @@ class KeyStore:
 
     # ------------------------------------------------------------------ schema
 
+    @property
+    def in_memory(self) -> bool:  # type: ignore[override]
+        return self._dialect[0] == "sqlite" and self.engine.url.database in (None, "", ":memory:")
+
+    def _open(self) -> None:
+        self.ensure_schema()
+
     def ensure_schema(self) -> None:
         """Create the tables (idempotent, safe across processes) and check the schema version."""
         give_up = time.monotonic() + 60  # a lock held this long is not a race (SQLite itself waits up to 60 s)
@@ -295,14 +286,26 @@ class KeyStore:
         self._digest_secret = aead_unwrap(self._dek, base64.b64decode(rows["digest_secret"]), b"digest-secret")
 
     def worker_spec(self) -> dict[str, object]:
-        """This store as opened here, for a worker process of the same job: URL, DEK and digest secret.
+        """This store as opened here, for a worker process of the same job: URL, DEK and digest secret, and
+        the DB-API driver and its connect arguments (a worker process reads without SQLAlchemy, see
+        :func:`~airflow_provider_strm.core.keyreader.open_worker_store`).
 
         Secret (it holds the unwrapped DEK): only ever hand it to a child process over a local pipe.
         """
         if self._dek is None:
             self.ensure_schema()
-        url = self.engine.url.render_as_string(hide_password=False)
-        return {"url": url, "dek": self._dek, "digest_secret": self._digest_secret, "kek_name": self.kek.name}
+        dialect, url = self.engine.dialect, self.engine.url
+        args, kwargs = dialect.create_connect_args(url)
+        if dialect.name == "sqlite":
+            kwargs = {**kwargs, "timeout": 60}  # as create_engine's: wait for a writer, do not fail
+        return {
+            "url": url.render_as_string(hide_password=False),
+            "dek": self._dek,
+            "digest_secret": self._digest_secret,
+            "kek_name": self.kek.name,
+            "driver": dialect.dbapi.__name__ if dialect.dbapi is not None else None,
+            "connect": (list(args), dict(kwargs)),
+        }
 
     @classmethod
     def from_worker_spec(cls, spec: dict[str, object]) -> KeyStore:
@@ -321,25 +324,6 @@ class KeyStore:
             raise JobStartError(f"key store {self._where()} is not reachable: {_short(exc)}") from None
 
     # ------------------------------------------------------------------ keys
-
-    def digest(self, group_id: str, value: str, kind: str = "key") -> str:
-        """The keyed digest stored instead of a key-field (or data-subject) value."""
-        return self._digester(group_id, kind)(value)
-
-    def _digester(self, group_id: str, kind: str = "key") -> Callable[[str], str]:
-        """:meth:`digest` of one group and kind, for many values: the HMAC of their common prefix is made once."""
-        if self._digest_secret is None:
-            self.ensure_schema()
-        assert self._digest_secret is not None
-        prefix = f"{group_id}\x00" if kind == "key" else f"{group_id}\x00{kind}\x00"
-        start = hmac.new(self._digest_secret, prefix.encode(), hashlib.sha256)
-
-        def digest(value: str) -> str:
-            h = start.copy()  # HMAC(secret, prefix + value), the prefix already absorbed
-            h.update(value.encode())
-            return h.hexdigest()
-
-        return digest
 
     def _key_digests(self, group_id: str, entities: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
         """:meth:`digest` of each entity's key-field value (a repeated entity is digested twice: cheaper than a set)."""
@@ -515,24 +499,12 @@ class KeyStore:
         """
         if not (self.raw_inserts and self._dialect[0] == "sqlite"):
             return {link: stored.keyset for link, stored in self.keys_by_link(key_links).items()}
-        links = sorted(set(key_links))
-        unwrap, keyset = self._dek_cipher().unwrap, Keyset.from_secret_bytes
-        out: dict[str, Keyset] = {}
         with self._connect() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                for i in range(0, len(links), _BATCH):
-                    part = links[i : i + _BATCH]
-                    cursor.execute(
-                        f"SELECT key_link, wrapped_keyset FROM {keys_table.name} "
-                        f"WHERE key_link IN ({','.join('?' * len(part))})",
-                        part,
-                    )
-                    for link, blob in cursor.fetchall():
-                        out[link] = keyset(unwrap(blob, link.encode()))
+                return self._keysets(self._read_by_link(cursor, "?", KEYSETS_SQL, key_links))
             finally:
                 cursor.close()
-        return out
 
     def count_keys(self, group_id: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(keys_table)
@@ -610,10 +582,6 @@ class KeyStore:
                     found = digests[subject] = digest(subject)
                 distinct.add((found, link))
         return distinct
-
-    def subject_digester(self, group_id: str) -> Callable[[str], str]:
-        """The digest of a data subject of the group, as :meth:`link_subject_digests` takes it."""
-        return self._digester(group_id, "subject")
 
     def link_subject_digests(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
         """:meth:`link_subjects` with each subject already a :meth:`subject_digester` digest (made, say, by a
@@ -904,17 +872,6 @@ class KeyStore:
             conn.execute(checkpoints_table.delete().where(checkpoints_table.c.job_key == job_key))
 
     # ------------------------------------------------------------------ helpers
-
-    def _dek_cipher(self) -> AeadKey:
-        if self._dek is None:
-            self.ensure_schema()
-        assert self._dek is not None
-        if self._dek_key is None or self._dek_key.key is not self._dek:  # the DEK changes on KEK rotation
-            self._dek_key = AeadKey(self._dek)
-        return self._dek_key
-
-    def _unwrap(self, blob: bytes, bound_to: bytes) -> bytes:
-        return self._dek_cipher().unwrap(blob, bound_to)
 
     def _insert_ignore(
         self,
