@@ -60,11 +60,10 @@ def distinct(column: pa.Array) -> tuple[list[str], np.ndarray]:
     return encoded.dictionary.to_pylist(), integers(encoded.indices)
 
 
-def distinct_bytes(column: pa.Array) -> tuple[list[bytes], np.ndarray]:
-    """:func:`distinct` with the values as their UTF-8 bytes (no decoding)."""
+def distinct_binary(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """:func:`distinct` with the values left in Arrow, as binary (their UTF-8 bytes)."""
     encoded = column.dictionary_encode()
-    values = encoded.dictionary.cast(pa.binary()).to_pylist()
-    return values, integers(encoded.indices)
+    return encoded.dictionary.cast(pa.binary()), integers(encoded.indices)
 
 
 def groups_in_order(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

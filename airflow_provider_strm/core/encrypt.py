@@ -23,7 +23,7 @@ from airflow_provider_strm.core.checkpoint import PartedOutput
 from airflow_provider_strm.core.columnar import (
     as_array,
     distinct,
-    distinct_bytes,
+    distinct_binary,
     gather,
     groups_in_order,
     int64_column,
@@ -546,8 +546,8 @@ def _encrypt_arrow_columns(columns: list[pa.Array], entity_of: np.ndarray, keyse
     values) and sorted. Intermediate lists are dropped as soon as they are used (memory per chunk).
     """
     n = len(entity_of)
-    distincts = [distinct_bytes(column) for column in columns]
-    plain: list[bytes] = [v for values, _ in distincts for v in values]
+    distincts = [distinct_binary(column) for column in columns]
+    plain = pa.concat_arrays([values for values, _ in distincts])
     width = len(plain)
     offsets = np.cumsum([0] + [len(values) for values, _ in distincts[:-1]])
     codes = np.concatenate(
@@ -559,7 +559,7 @@ def _encrypt_arrow_columns(columns: list[pa.Array], entity_of: np.ndarray, keyse
     owners, numbers = np.divmod(pairs, width)
     starts = np.flatnonzero(np.diff(owners, prepend=-1))  # where each entity's pairs begin
     bounds = [*starts.tolist(), len(pairs)]
-    ordered = [plain[v] for v in numbers.tolist()]
+    ordered: list[bytes] = plain.take(int64_column(numbers)).to_pylist()  # Python objects made once, in C
     del plain
     data, lengths = encrypt_grouped(owners[starts].tolist(), bounds, ordered, keysets)
     del ordered
