@@ -517,6 +517,8 @@ class KeyStore(KeyReader):
         """Stored keys of the wanted entities."""
         if self._dialect[0] == "postgresql":
             return self._select_pg(group_id, wanted)
+        if self.raw_inserts:
+            return self._select_sqlite(group_id, wanted)
         by_digest_window = {(d, w): (v, w) for (v, w), d in wanted.items()}
         digests = sorted({d for d in wanted.values()})
         out: dict[tuple[str, int], StoredKey] = {}
@@ -530,6 +532,36 @@ class KeyStore(KeyReader):
                     entity = by_digest_window.get((row.key_digest, row.window_start))
                     if entity is not None:
                         out[entity] = self._stored(row)
+        return out
+
+    def _select_sqlite(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:
+        """SQLite: on the driver's connection, the columns of a StoredKey only, of the wanted windows only
+        (a re-run or a file of a day whose keys exist looks up every key: ~2x faster than SQLAlchemy rows)."""
+        by_digest_window = {(d, e[1]): e for e, d in wanted.items()}
+        digests = sorted(set(wanted.values()))
+        windows = sorted({w for _, w in wanted})
+        sql = (
+            "SELECT key_digest, window_start, key_link, wrapped_keyset, policy_id, expires_at "
+            f"FROM {keys_table.name} WHERE group_id = ? AND key_digest IN ({{}})"
+        )
+        if len(windows) <= _BATCH:  # a chunk's few days: fewer rows of the other windows of a key-field value
+            sql += f" AND window_start IN ({','.join('?' * len(windows))})"
+        else:
+            windows = []
+        unwrap, keyset = self._dek_cipher().unwrap, Keyset.from_secret_bytes
+        out: dict[tuple[str, int], StoredKey] = {}
+        with self._connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for i in range(0, len(digests), _BATCH):
+                    part = digests[i : i + _BATCH]
+                    cursor.execute(sql.format(",".join("?" * len(part))), [group_id, *part, *windows])
+                    for digest, window, link, blob, policy, expires in cursor.fetchall():
+                        entity = by_digest_window.get((digest, window))
+                        if entity is not None:
+                            out[entity] = StoredKey(link, keyset(unwrap(blob, link.encode())), window, policy, expires)
+            finally:
+                cursor.close()
         return out
 
     def _select_pg(self, group_id: str, wanted: dict[tuple[str, int], str]) -> dict[tuple[str, int], StoredKey]:

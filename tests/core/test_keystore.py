@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gc
 import hashlib
 import hmac
@@ -173,6 +174,21 @@ def test_both_insert_paths_create_each_missing_key_once(sqlite_store: KeyStore, 
     # what a fresh read of the store gives is what the creating call returned
     again = sqlite_store.keys_by_link([k.key_link for k in second.values()])
     assert all(again[k.key_link].keyset == k.keyset for k in second.values())
+
+
+@pytest.mark.parametrize("windows", [4, 2_100])  # beyond 2000 distinct windows, they are filtered here, not in SQL
+def test_both_look_up_paths_find_exactly_the_stored_keys_of_the_wanted_windows(sqlite_store: KeyStore, windows) -> None:
+    made = sqlite_store.get_or_create("g", {(f"v{i}", DAY * (i % windows)) for i in range(3_000)})
+    made.update(sqlite_store.get_or_create("g", {(f"v{i}", -DAY) for i in range(100)}))  # windows not wanted
+    wanted = {(f"v{i}", DAY * (i % windows)) for i in range(0, 3_000, 2)} | {("v1", -DAY), ("new", 0), ("v2", -DAY)}
+    digests = sqlite_store._key_digests("g", wanted)
+    found = {}
+    for raw in (True, False):
+        sqlite_store.raw_inserts = raw
+        found[raw] = sqlite_store._select("g", digests)
+    assert found[True] == found[False]
+    assert set(found[True]) == wanted - {("new", 0)}
+    assert all(found[True][e] == dataclasses.replace(made[e], created=False) for e in found[True])
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
