@@ -54,6 +54,7 @@ SCHEMA_VERSION = 1
 _BATCH = 2000  # entities per SELECT statement: well below SQLite's variable limit (32766)
 _SCHEMA_ATTEMPTS = 20  # tries to create a new SQLite store's tables while other processes create them too
 _INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
+_CALL_BATCH = 20_000  # entities per look-up-or-insert round (see get_or_create)
 _SLICE = 1000  # new keys made per step: a PostgreSQL COPY sends each step while the next one is made
 _KEY_COLUMNS = (
     "group_id",
@@ -343,9 +344,18 @@ class KeyStore(KeyReader):
 
         Returns a dict keyed like the input; ``StoredKey.created`` tells which
         keys this call created. Safe when several processes ask at once.
+        Entities are taken ``_CALL_BATCH`` at a time: the look-up and insert temporaries
+        (~0.5 KB a key) stay bounded for a chunk of many distinct entities.
         """
-        with collector_paused():  # resumed once this call's temporaries are gone
-            return self._get_or_create(group_id, entities, window_ms, policy_id, expires_at)
+        items = entities if isinstance(entities, (list, tuple)) else list(entities)
+        if len(items) > _CALL_BATCH:  # an entity repeated in a later round would be reported found, not created
+            items = list(dict.fromkeys(items))
+        out: dict[tuple[str, int], StoredKey] = {}
+        for i in range(0, len(items), _CALL_BATCH):
+            with collector_paused():  # resumed once this part's temporaries are gone
+                part = items if len(items) <= _CALL_BATCH else items[i : i + _CALL_BATCH]
+                out.update(self._get_or_create(group_id, part, window_ms, policy_id, expires_at))
+        return out
 
     def _get_or_create(
         self,

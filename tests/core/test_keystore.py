@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_strm.core import keystore as keystore_module
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import KeyStoreError
 from airflow_provider_strm.core.kek import AeadKey
@@ -174,6 +175,17 @@ def test_both_insert_paths_create_each_missing_key_once(sqlite_store: KeyStore, 
     # what a fresh read of the store gives is what the creating call returned
     again = sqlite_store.keys_by_link([k.key_link for k in second.values()])
     assert all(again[k.key_link].keyset == k.keyset for k in second.values())
+
+
+def test_a_call_larger_than_one_round_gives_every_entity_its_one_key(sqlite_store: KeyStore, monkeypatch) -> None:
+    monkeypatch.setattr(keystore_module, "_CALL_BATCH", 700)  # rounds of 700 entities
+    existing = sqlite_store.get_or_create("g", [(f"v{i}", 0) for i in range(500)])
+    entities = [(f"v{i}", 0) for i in range(2_000)] + [("v3", 0), ("v600", 0)]  # repeated in the last round
+    keys = sqlite_store.get_or_create("g", iter(entities))
+    assert set(keys) == set(entities) and sqlite_store.count_keys("g") == 2_000
+    assert {e for e, k in keys.items() if not k.created} == set(existing)  # v600 was made by this call
+    assert all(keys[e].key_link == k.key_link for e, k in existing.items())
+    assert keys[("v600", 0)].key_link == sqlite_store.get_or_create("g", [("v600", 0)])[("v600", 0)].key_link
 
 
 @pytest.mark.parametrize("windows", [4, 2_100])  # beyond 2000 distinct windows, they are filtered here, not in SQL
