@@ -39,7 +39,7 @@ from airflow_provider_strm.core.errors import (
     TooManyBadRecords,
 )
 from airflow_provider_strm.core.formats import RecordReader, RecordWriter, gunzipped, record_reader, record_writer
-from airflow_provider_strm.core.memory import collector_paused, release_arrow_memory
+from airflow_provider_strm.core.memory import collector_paused, keep_freed_memory, release_arrow_memory
 from airflow_provider_strm.core.shared import Exchange, Outbox, OutboxWriter, SharedBytes, SharedTable, read_table
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
@@ -674,6 +674,7 @@ class _WorkerContext(multiprocessing.context.SpawnContext):
 
 def _start_worker(spec: WorkerSpec, spool_dir: str | None = None) -> None:
     global _worker, _worker_spool_dir
+    keep_freed_memory()  # this process only works on chunks: see there
     _worker = spec.build()
     _worker_spool_dir = spool_dir
 

@@ -6,6 +6,7 @@ jobs' chunks alike.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,26 @@ def collector_paused() -> Iterator[None]:
 def release_arrow_memory() -> None:
     """Hand the buffers Arrow's allocator keeps for reuse back to the system (after each chunk)."""
     pa.default_memory_pool().release_unused()
+
+
+# glibc's mallopt(3) parameters
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator keep freed memory for reuse instead of handing it back to the system.
+
+    For a job's worker processes, which allocate about the same per chunk, chunk after chunk: memory
+    handed back is faulted in again, a page at a time, by the next chunk (DeriveJob on 2 cores at 1M
+    records: 365k page faults in its workers, 228k with this; ~0.3-0.5 s less system time). The peak,
+    which is what counts, does not change. Returns False where the allocator is not glibc's (no effect).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = mallopt(_M_TRIM_THRESHOLD, 512 << 20)
+    ok &= mallopt(_M_TOP_PAD, 64 << 20)
+    ok &= mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: bigger blocks are still mapped apart
+    return bool(ok)
