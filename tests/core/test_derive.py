@@ -307,7 +307,12 @@ def test_an_unknown_key_link_fails_naming_row_and_field(bucket, strm_vectors) ->
     assert not (bucket / "out.csv").exists()
 
 
-def test_worker_processes_derive_byte_identical_outputs(strm_reference, bucket, store) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_worker_processes_derive_byte_identical_outputs(strm_reference, bucket, tmp_path, backend, request) -> None:
+    # the workers read keys on the database's own driver (sqlite3, psycopg2), not through SQLAlchemy
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'keys.db'}"
+    store = KeyStore(url, new_kek())
+    store.ensure_schema()
     shutil.copy(strm_reference / "uci_online_retail.csv", bucket)
     config = load_batch_job_config(strm_reference / "batch-job-config.json")
     contract = load_data_contract(strm_reference / "online-retail-contract.json")
