@@ -343,6 +343,11 @@ def _as_text(record: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def quoted(value: str | None) -> str:
+    """A value as :class:`CsvRecordWriter` writes it: quoted, quotes doubled; a missing value empty."""
+    return "" if value is None else '"' + value.replace('"', '""') + '"'
+
+
 _WRITE_ROWS = 5000  # records encoded and written at a time
 _WRITE_OPTIONS = pacsv.WriteOptions(quoting_style="all_valid", eol="\r\n", include_header=False)
 
@@ -365,7 +370,7 @@ class CsvRecordWriter:
         self.rows_written = 0
         self.bytes_written = 0
         if write_header:  # a resumed output already has its header in an earlier part
-            self._emit(",".join('"' + h.replace('"', '""') + '"' for h in self.header).encode("utf-8") + b"\r\n")
+            self._emit(",".join(map(quoted, self.header)).encode("utf-8") + b"\r\n")
 
     @property
     def charset(self) -> str:

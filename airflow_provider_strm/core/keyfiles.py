@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from airflow_provider_strm.core.crypto import Keyset
-from airflow_provider_strm.core.csvio import CsvRecordWriter
+from airflow_provider_strm.core.csvio import CsvRecordWriter, quoted
 from airflow_provider_strm.core.errors import RecordError, StrmError
 from airflow_provider_strm.core.storage import PendingObject, Storage
 
@@ -44,14 +44,10 @@ def key_lines(
     """Each key's keys-file line, byte for byte as :class:`CsvRecordWriter` writes :func:`key_rows` (every
     value quoted, quotes doubled, a missing value empty; CRLF), ~3x faster for the ~100k keys of a large job."""
     return [
-        f"{_quoted(link)},{_quoted(keyset.to_tink_json())},{_quoted(policy)},"
-        f"{_quoted(None if expiry is None else str(expiry))}\r\n".encode(charset)
+        f"{quoted(link)},{quoted(keyset.to_tink_json())},{quoted(policy)},"
+        f"{quoted(None if expiry is None else str(expiry))}\r\n".encode(charset)
         for link, keyset, policy, expiry in zip(links, keysets, policies, expires, strict=True)
     ]
-
-
-def _quoted(value: str | None) -> str:
-    return "" if value is None else '"' + value.replace('"', '""') + '"'
 
 
 def write_keys(writer: CsvRecordWriter, keys: list[KeyRow]) -> None:
