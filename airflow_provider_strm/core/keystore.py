@@ -166,7 +166,8 @@ job_states_table = sa.Table(
 class KeyStore(KeyReader):
     """Keys and job records of one SQL database."""
 
-    #: insert key rows on the driver's connection (psycopg2, sqlite3) rather than through SQLAlchemy's executemany
+    #: insert key rows (psycopg2, sqlite3) and read them (sqlite3) on the driver's connection rather than through
+    #: SQLAlchemy
     raw_inserts = True
 
     def __init__(self, engine: sa.Engine | str, kek: str | bytes | KekProvider) -> None:
@@ -353,8 +354,7 @@ class KeyStore(KeyReader):
         out: dict[tuple[str, int], StoredKey] = {}
         for i in range(0, len(items), _CALL_BATCH):
             with collector_paused():  # resumed once this part's temporaries are gone
-                part = items if len(items) <= _CALL_BATCH else items[i : i + _CALL_BATCH]
-                out.update(self._get_or_create(group_id, part, window_ms, policy_id, expires_at))
+                out.update(self._get_or_create(group_id, items[i : i + _CALL_BATCH], window_ms, policy_id, expires_at))
         return out
 
     def _get_or_create(
