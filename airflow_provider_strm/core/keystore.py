@@ -1,7 +1,9 @@
 """The key store: one key per (group, key-field value, UTC day), kept in SQL.
 
 SQLite is the embedded default, PostgreSQL the deployment choice; both are
-reached through SQLAlchemy Core. The store never holds raw identifiers: a
+reached through SQLAlchemy Core, the hot paths (bulk inserts, SQLite reads) on
+the driver's own connection, and a job's worker processes read without
+SQLAlchemy (see :mod:`keyreader`). The store never holds raw identifiers: a
 key-field value is stored as a keyed digest (HMAC-SHA256 under a per-store
 secret). Keysets are wrapped at rest (AES-256-GCM, bound to their keyLink)
 with the store's data-encryption key (DEK), itself wrapped by a
