@@ -6,6 +6,7 @@ import csv
 import errno
 import logging
 import os
+import resource
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,44 @@ def test_a_chunk_and_records_cross_and_the_names_go_once_taken(made, monkeypatch
         pieces = list(exchange.read(refs[0]))
         assert len(pieces) == 5 and b"".join(pieces) == first  # still mapped: only the names went
         assert b"".join(exchange.read(refs[1])) == second
+    finally:
+        exchange.close()
+
+
+def _resident_kb(name: str) -> int | None:
+    """Resident memory of this process's mappings of the block ``name`` (None: not mapped here)."""
+    total, inside = None, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's first line: address range, ..., path (and " (deleted)")
+            inside = f"/dev/shm/{name}" in line
+        elif inside and line.startswith("Rss:"):
+            total = (total or 0) + int(line.split()[1])
+    return total
+
+
+def test_blocks_are_written_without_page_faults_and_never_count_in_resident_memory(made) -> None:
+    exchange = Exchange()
+    try:
+        table = _table(100_000, width=40)  # ~10 MB, as a chunk
+        records = b"z" * 5_000_000
+        first = exchange.put_table((0, 0), table, outbox=True)  # the slot's blocks made, their space reserved
+        assert first is not None and first[1] is not None
+        read_table(first[0]), OutboxWriter(first[1])  # as a worker: opened, then their names go
+        exchange.taken(*first, 0)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        handed = exchange.put_table((0, 0), table, outbox=True)
+        assert handed is not None and handed[1] is not None
+        sent, box = handed
+        ref = OutboxWriter(box).put(records)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        pages = (sent.size + len(records)) // resource.getpagesize()
+        assert faults < pages // 10, f"{faults} page faults writing {pages} pages: written through a mapping"
+        assert read_table(sent).equals(table)
+        assert ref is not None and b"".join(exchange.read(ref)) == records
+        assert len(made) == 2
+        for name in made:
+            assert _resident_kb(name) == 0, "written and read on the descriptor: no page of it is resident here"
+        exchange.taken(sent, box, 0)
     finally:
         exchange.close()
 
