@@ -108,18 +108,34 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
+#: a write to a block smaller than this is gathered with the next ones (a chunk Arrow parsed in ~40 record
+#: batches is written as ~1,600 pieces, most of them a few bytes to a few KB)
+_GATHER = 64 << 10
+
+
 class _BlockWriter:
-    """A file to Arrow (see ``pa.PythonFile``): writes a block's bytes from its start, on its descriptor."""
+    """A file to Arrow (see ``pa.PythonFile``): writes a block's bytes from its start, on its descriptor.
+
+    Small writes are gathered and go in together (one ``pwrite`` each costs ~2-5 µs, whatever its size).
+    """
 
     def __init__(self, block: Block) -> None:
         self.fd, self.size = block.memory._fd, block.size  # type: ignore[attr-defined]
-        self.pos = 0
+        self.pos = 0  # bytes written, gathered ones included
         self.closed = False
+        self._gathered = bytearray()
 
     def write(self, data: object) -> int:
         size = memoryview(data).nbytes  # type: ignore[arg-type]
         if self.pos + size > self.size:
             raise ValueError(f"{self.pos + size} bytes do not fit a block of {self.size}")
+        if size < _GATHER:
+            self._gathered += data  # type: ignore[operator]
+            self.pos += size
+            if len(self._gathered) >= _GATHER:
+                self.flush()
+            return size
+        self.flush()
         _pwrite(self.fd, data, self.pos)
         self.pos += size
         return size
@@ -128,9 +144,12 @@ class _BlockWriter:
         return self.pos
 
     def flush(self) -> None:
-        pass
+        if self._gathered:
+            _pwrite(self.fd, self._gathered, self.pos - len(self._gathered))
+            self._gathered.clear()
 
     def close(self) -> None:
+        self.flush()
         self.closed = True
 
 
@@ -190,6 +209,7 @@ class Exchange:
         sink = _BlockWriter(block)
         with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
             writer.write_table(table)
+        sink.close()
         written = sink.pos
         return SharedTable(block.name, written), None if out is None else Outbox(out.name, out.size)
 

@@ -110,6 +110,29 @@ def test_blocks_are_written_without_page_faults_and_never_count_in_resident_memo
         exchange.close()
 
 
+def test_a_chunk_of_many_record_batches_goes_in_with_few_writes(monkeypatch) -> None:
+    """Arrow parses a chunk in batches of a few hundred records, each written in many small pieces: gathered."""
+    batches = _table(40_000).to_batches(max_chunksize=500)
+    table = pa.Table.from_batches(batches)
+    calls: list[int] = []
+    real = os.pwrite
+
+    def pwrite(fd: int, data, offset: int) -> int:  # type: ignore[no-untyped-def]
+        calls.append(memoryview(data).nbytes)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(shared.os, "pwrite", pwrite)
+    exchange = Exchange()
+    try:
+        handed = exchange.put_table((0, 0), table, outbox=False)
+        assert handed is not None
+        assert len(batches) == 80 and len(calls) < 40, f"{len(calls)} writes for {len(batches)} record batches"
+        assert sum(calls) == handed[0].size
+        assert read_table(handed[0]).equals(table)
+    finally:
+        exchange.close()
+
+
 def test_blocks_grow_with_larger_chunks_and_outputs(made) -> None:
     exchange = Exchange()
     try:
