@@ -185,7 +185,7 @@ class CsvRecordReader:
 
     def _arrow_chunks(self) -> Iterator[RecordChunk]:
         assert self._reopen is not None
-        header, size = self.header, self.chunk_rows
+        header = self.header
         with self._reopen() as stream:
             try:
                 reader = pacsv.open_csv(
@@ -202,7 +202,7 @@ class CsvRecordReader:
                 raise _HandOver([]) from None
             if reader.schema.names != header:
                 raise _HandOver([])
-            chunker = TableChunker(size, reader.schema)
+            chunker = TableChunker(lambda: self.chunk_rows, reader.schema)
             while True:
                 try:
                     batch = reader.read_next_batch()
@@ -267,9 +267,12 @@ class CsvRecordReader:
 
 
 class TableChunker:
-    """Re-cuts Arrow record batches into tables of exactly ``size`` rows (what is left: :meth:`rest`)."""
+    """Re-cuts Arrow record batches into tables of exactly ``size()`` rows (what is left: :meth:`rest`).
 
-    def __init__(self, size: int, schema: pa.Schema) -> None:
+    ``size`` is asked again for each table: a job may change its reader's ``chunk_rows`` between chunks.
+    """
+
+    def __init__(self, size: Callable[[], int], schema: pa.Schema) -> None:
         self.size = size
         self.schema = schema
         self.held = 0
@@ -278,10 +281,10 @@ class TableChunker:
     def push(self, batch: pa.RecordBatch) -> Iterator[pa.Table]:
         self._pending.append(batch)
         self.held += batch.num_rows
-        while self.held >= self.size:
+        while self.held >= (size := self.size()):
             table = pa.Table.from_batches(self._pending, self.schema)
-            yield table.slice(0, self.size)
-            rest = table.slice(self.size)
+            yield table.slice(0, size)
+            rest = table.slice(size)
             self._pending, self.held = rest.to_batches(), rest.num_rows
 
     def rest(self) -> pa.Table:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_strm.core.checkpoint import PartedOutput
 from airflow_provider_strm.core.columnar import (
@@ -74,6 +75,12 @@ SUBJECT_CACHE_SIZE = 50_000
 SUBJECT_BATCH = 20_000
 #: a data subject's digest: hex HMAC-SHA256
 DIGEST_CHARS = 64
+#: distinct key-field values a chunk holds at most: a chunk's keys, digests, plaintexts and ciphertexts are
+#: all held at once (~1.5 KB per entity), so a file whose rows are in no order (nearly an entity per record)
+#: is read in smaller chunks and its memory stays that of an ordered file (see next_chunk_rows)
+CHUNK_ENTITIES = 10_000
+#: the fewest records a chunk is cut down to
+MIN_CHUNK_ROWS = 1_000
 
 #: Replaces STRM's consent extraction: takes a record (column → value), returns its consent levels.
 ConsentFunction = Callable[[Mapping[str, str]], "ConsentLevels | list[int]"]
@@ -389,6 +396,23 @@ class EncryptJob(BatchJob):
             result.bytes_out += self._keys_writer.bytes_written
 
     # ------------------------------------------------------------------ steps
+
+    def next_chunk_rows(self, chunk: RecordChunk | None) -> int | None:
+        """Fewer records per chunk while chunks hold more than :data:`CHUNK_ENTITIES` key-field values (as many
+        records as hold about that many), back up to ``chunk_rows`` when they hold fewer. The first chunk holds
+        at most that many records: it cannot hold more values, whatever the file's order."""
+        if chunk is None:
+            return min(self.chunk_rows, CHUNK_ENTITIES)
+        n = len(chunk)
+        if n == 0:
+            return None
+        if isinstance(chunk, ArrowRecordChunk):
+            distinct = pc.count_distinct(chunk.table.column(self._key_idx)).as_py()
+        else:
+            distinct = len(set(chunk.columns[self._key_idx]))
+        if distinct <= CHUNK_ENTITIES and n >= self.chunk_rows:
+            return None  # the usual case: a chunk of an ordered file
+        return min(self.chunk_rows, max(MIN_CHUNK_ROWS, n * CHUNK_ENTITIES // max(distinct, 1)))
 
     def validate_chunk(self, chunk: RecordChunk) -> list[BadRow]:
         """Records with a missing or malformed timestamp, or a value failing the contract's regex."""

@@ -65,6 +65,7 @@ class RecordReader(Protocol):
 
     header: list[str]
     rows_read: int
+    chunk_rows: int  # records per chunk; may change between chunks (see BatchJob.next_chunk_rows)
 
     def chunks(self) -> Iterator[RecordChunk]: ...
 
@@ -446,7 +447,7 @@ class ParquetRecordReader:
         self.rows_read = 0
 
     def chunks(self) -> Iterator[RecordChunk]:
-        chunker = TableChunker(self.chunk_rows, self._file.schema_arrow)
+        chunker = TableChunker(lambda: self.chunk_rows, self._file.schema_arrow)
         try:
             for batch in self._file.iter_batches(batch_size=self.chunk_rows, use_threads=False):
                 for table in chunker.push(batch):

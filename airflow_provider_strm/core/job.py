@@ -199,6 +199,21 @@ class BatchJob:
 
     # ------------------------------------------------------------------ worker processes (workers > 1)
 
+    def next_chunk_rows(self, chunk: RecordChunk | None) -> int | None:
+        """How many records the chunk after ``chunk`` should hold (None: as many as now).
+
+        Asked before the first chunk (``chunk`` None), then for each chunk as read, in file order, in one
+        process or with workers alike (so both cut a file the same way); never when the job keeps
+        checkpoints, which fall between chunks of ``chunk_rows``.
+        """
+        return None
+
+    def _resize_chunks(self, reader: RecordReader, chunk: RecordChunk | None) -> None:
+        if not self.checkpoint_rows:
+            rows = self.next_chunk_rows(chunk)
+            if rows is not None:
+                reader.chunk_rows = rows
+
     def parallel_reason(self) -> str | None:
         """Why this job runs in one process although ``workers > 1`` (None: it can use them)."""
         if self.checkpoint_rows:
@@ -255,6 +270,7 @@ class BatchJob:
         last_progress = time.monotonic()
         for i, chunk in enumerate(reader.chunks()):
             result.rows_in += len(chunk) + len(chunk.bad)
+            self._resize_chunks(reader, chunk)
             worker = i % self.workers
             with collector_paused():
                 work = self.prepare_chunk(chunk, result)
@@ -394,6 +410,7 @@ class BatchJob:
             if self.checkpoint_rows:
                 digest.update(chunk)  # only a checkpoint needs it
             result.rows_in += size
+            self._resize_chunks(reader, chunk)
             with collector_paused():
                 bad = chunk.bad + self.validate_chunk(chunk)
                 if bad:
@@ -462,6 +479,7 @@ class BatchJob:
                 reopen=self._open_input,
             )
             self.check_header(reader.header)
+            self._resize_chunks(reader, None)
             self.open_outputs(reader.header, pending)
             self.open_dead_letters(pending)
         except BaseException:

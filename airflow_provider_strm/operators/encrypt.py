@@ -42,7 +42,8 @@ class EncryptBatchOperator(StrmJobDefaults, BaseOperator):
         ``{"encrypted_data.target.path_prefix": "enc/{{ ds }}"}``; any config field. (templated)
     :param consent_function: replaces STRM's consent extraction: a callable taking the record
         (column → value) and returning its consent levels, e.g. to read consent from two columns.
-    :param chunk_rows: records per chunk (memory stays flat whatever the file size).
+    :param chunk_rows: records per chunk at most (memory stays flat whatever the file size); a file whose rows
+        are in no key order is read in smaller chunks (about 10,000 key-field values each, as an ordered file's).
     :param checkpoint_rows: commit the outputs in parts every this many records, so a retried task
         resumes after the last part instead of starting over (default: off; costs one extra copy at the end).
     :param workers: processes encrypting chunks in parallel for one large file (default 1: in the task's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -192,6 +193,54 @@ def test_the_keys_file_lists_each_new_key_once_in_first_use_order_when_its_seen_
     encrypted = list(csv.DictReader(io.StringIO((bucket / "uci_online_retail/encrypted.csv").read_text())))
     keys = list(csv.DictReader(io.StringIO((bucket / "uci_online_retail/keys.csv").read_text())))
     assert [k["keyLink"] for k in keys] == list(dict.fromkeys(r["strmMeta.keyLink"] for r in encrypted))
+
+
+def test_a_file_in_no_order_is_cut_in_smaller_chunks_that_change_no_byte(
+    strm_reference, bucket, store, monkeypatch
+) -> None:
+    """Chunks hold about CHUNK_ENTITIES key-field values, so a file whose rows are in no order keeps an ordered file's
+    memory per chunk. One process and worker processes cut a file alike; how it is cut changes no byte of the
+    outputs; a job that keeps checkpoints keeps its chunks of chunk_rows (checkpoints fall between them)."""
+    lines = (strm_reference / "uci_online_retail.csv").read_bytes().split(b"\n")
+    rows = [line for line in lines[1:] if line]
+    random.Random(6).shuffle(rows)
+    paths = ("uci_online_retail/encrypted.csv", "uci_online_retail/keys.csv")
+
+    def run(**kwargs):  # type: ignore[no-untyped-def]
+        job = reference_job(strm_reference, bucket, store, chunk_rows=2000, **kwargs)
+        (bucket / "uci_online_retail.csv").write_bytes(b"\n".join([lines[0], *rows, b""]))
+        result = job.run()
+        return result, {p: (bucket / p).read_bytes() for p in paths}
+
+    monkeypatch.setattr(encrypt_module, "CHUNK_ENTITIES", 10**9)  # chunks of 2000 records: these create the keys
+    first, expected = run()
+    monkeypatch.setattr(encrypt_module, "CHUNK_ENTITIES", 60)
+    monkeypatch.setattr(encrypt_module, "MIN_CHUNK_ROWS", 20)
+    asked: list[tuple[int, int, int | None]] = []  # per chunk: records, key-field values, records asked of the next
+    real = EncryptJob.next_chunk_rows
+
+    def spy(self, chunk):  # type: ignore[no-untyped-def]
+        rows = real(self, chunk)
+        values = 0 if chunk is None else len(set(chunk.columns[self._key_idx]))
+        asked.append((0 if chunk is None else len(chunk), values, rows))
+        return rows
+
+    monkeypatch.setattr(EncryptJob, "next_chunk_rows", spy)
+    cuts = []
+    for workers in (1, 2):
+        asked.clear()
+        again, outputs = run(workers=workers)
+        assert again.rows_out == first.rows_out == 19_998 and again.keys_created == 0
+        assert outputs == expected, workers
+        cuts.append((list(asked), again.keys_reused))
+    assert cuts[0] == cuts[1], "one process and worker processes cut the file alike (and so count alike)"
+    (_, _, first_rows), *chunks = cuts[0][0]
+    assert first_rows == 60 and chunks[0][0] == 60, "the first chunk holds at most CHUNK_ENTITIES records"
+    assert sum(n for n, _, _ in chunks) == 19_998 and max(n for n, _, _ in chunks) < 500  # not 2000
+    assert all(40 <= values <= 90 for n, values, _ in chunks[1:-1]), "about CHUNK_ENTITIES values a chunk"
+    asked.clear()
+    checkpointed, outputs = run(checkpoint_rows=4000)
+    assert outputs == expected and asked == [] and checkpointed.rows_out == 19_998
 
 
 def test_worker_processes_are_stopped_when_a_job_fails(strm_reference, bucket, store, tmp_path, monkeypatch) -> None:

@@ -498,3 +498,34 @@ def test_worker_processes_write_json_lines_and_gzipped_csv_byte_identically(tmp_
     names = set(outputs[0])
     suffix = EXTENSION[out] + (".gz" if gz else "")
     assert {f"in-encrypted.{suffix}", f"in-derived-2.{suffix}", "in-keys.csv"} <= names
+
+
+def _csv_bytes(rows: int) -> bytes:
+    return ("id,v\r\n" + "".join(f"{i},value-{i}\r\n" for i in range(rows))).encode()
+
+
+@pytest.mark.parametrize("fmt", ["csv (Arrow)", "csv (Python)", "json_lines", "parquet"])
+def test_every_reader_takes_a_new_chunk_size_between_chunks(fmt: str) -> None:
+    """A job may change ``chunk_rows`` after each chunk (EncryptJob does for files in no order): the next chunk
+    has that many records, and no record is lost or repeated."""
+    rows = 5000
+    if fmt.startswith("csv"):
+        data = _csv_bytes(rows)
+        reopen = (lambda: io.BytesIO(data)) if fmt == "csv (Arrow)" else None
+        reader = record_reader(io.BytesIO(data), chunk_rows=1000, reopen=reopen)
+    elif fmt == "json_lines":
+        text = "".join(json.dumps({"id": str(i), "v": f"value-{i}"}) + "\n" for i in range(rows))
+        reader = jsonl(text, chunk_rows=1000)
+    else:
+        table = pa.table({"id": [str(i) for i in range(rows)], "v": [f"value-{i}" for i in range(rows)]})
+        reader = ParquetRecordReader(io.BytesIO(parquet_bytes(table, row_group_size=700)), chunk_rows=1000)
+    sizes, ids = [], []
+    wanted = iter([300, 300, 50, 2000, 1000, 1000, 1000, 1000])
+    for chunk in reader.chunks():
+        sizes.append(len(chunk))
+        ids += chunk.columns[0]
+        reader.chunk_rows = next(wanted)
+    assert sizes == [1000, 300, 300, 50, 2000, 1000, 350]
+    assert ids == [str(i) for i in range(rows)]
+    if fmt.startswith("csv"):
+        assert reader.parser == ("arrow" if fmt == "csv (Arrow)" else "python")
