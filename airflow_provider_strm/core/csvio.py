@@ -303,7 +303,7 @@ _ARROW_BLOCK = 256 << 10  # bytes Arrow parses at a time (more costs memory); a 
 
 
 def _has_carriage_return(column: pa.Array) -> bool:
-    """Whether any value of a string column holds a carriage return (searched in its bytes, not copied)."""
+    """Whether any value of a string column holds a carriage return (searched in its values' bytes)."""
     if column.type != pa.string():  # large strings have 64-bit offsets
         return bool(pc.any(pc.match_substring(column, "\r")).as_py())
     _, offsets, data = column.buffers()

@@ -175,6 +175,21 @@ class BatchJob:
     def finish(self, result: JobResult) -> None:
         """Fill in outputs and byte counts once every chunk is processed."""
 
+    def next_chunk_rows(self, chunk: RecordChunk | None) -> int | None:
+        """How many records the chunk after ``chunk`` should hold (None: as many as now).
+
+        Asked before the first chunk (``chunk`` None), then for each chunk as read, in file order, in one
+        process or with workers alike (so both cut a file the same way); never when the job keeps
+        checkpoints, which fall between chunks of ``chunk_rows``.
+        """
+        return None
+
+    def _resize_chunks(self, reader: RecordReader, chunk: RecordChunk | None) -> None:
+        if not self.checkpoint_rows:
+            rows = self.next_chunk_rows(chunk)
+            if rows is not None:
+                reader.chunk_rows = rows
+
     def checkpoint_state(self) -> dict[str, object]:
         """What a resumed job needs besides the counters (JSON-serialisable, no secrets)."""
         return {}
@@ -198,21 +213,6 @@ class BatchJob:
             self._spool_dir = None
 
     # ------------------------------------------------------------------ worker processes (workers > 1)
-
-    def next_chunk_rows(self, chunk: RecordChunk | None) -> int | None:
-        """How many records the chunk after ``chunk`` should hold (None: as many as now).
-
-        Asked before the first chunk (``chunk`` None), then for each chunk as read, in file order, in one
-        process or with workers alike (so both cut a file the same way); never when the job keeps
-        checkpoints, which fall between chunks of ``chunk_rows``.
-        """
-        return None
-
-    def _resize_chunks(self, reader: RecordReader, chunk: RecordChunk | None) -> None:
-        if not self.checkpoint_rows:
-            rows = self.next_chunk_rows(chunk)
-            if rows is not None:
-                reader.chunk_rows = rows
 
     def parallel_reason(self) -> str | None:
         """Why this job runs in one process although ``workers > 1`` (None: it can use them)."""
