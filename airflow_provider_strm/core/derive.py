@@ -8,7 +8,8 @@ In a kept record, exactly the PII fields the consent covers are decrypted
 fields stay ciphertext. Masked fields are replaced by their hash.
 
 A ciphertext that does not decrypt is an error naming the row and the field,
-never an empty or garbage value.
+never an empty or garbage value. Only the keys of records that some output decrypts are read
+(and unwrapped); a removed key excludes its records from every output all the same.
 """
 
 from __future__ import annotations
@@ -366,7 +367,8 @@ class _ListRecords:
             for i, kind in enumerate(kinds)
             if kind is None
         ]
-        keysets = job._keysets(set(links))
+        # only the keys of records some output decrypts a field of are read
+        keysets = job._keysets({link for link, k in zip(links, kinds, strict=True) if k is not None and k.decrypt})
         self.gone = gone = job._removed({link for link in links if link not in keysets})
         wanted = [() if k is None or link in gone else k.decrypt for k, link in zip(kinds, links, strict=True)]
         plain, failed = decrypt_columns(links, [columns[col] for col in job._decrypted], keysets, wanted)
@@ -432,7 +434,7 @@ class _ArrowRecords:
                 self.bad.append(
                     BadRow(chunk.rows[i], "unreadable strmMeta.consentLevels", chunk.record_text(i), _CONSENT)
                 )
-        keysets = job._keysets(set(self.link_names))
+        keysets = job._keysets(self._decrypting_links())
         self.gone = gone = job._removed({link for link in self.link_names if link not in keysets})
         self.kept_keys: pa.Array | None = None  # records whose key was not removed (None: all)
         if gone:
@@ -446,6 +448,14 @@ class _ArrowRecords:
         for i, (pos, exc) in sorted(failed.items()):
             field = job._header[job._decrypted[pos]]
             self.bad.append(BadRow(chunk.rows[i], f"cannot decrypt: {exc}", chunk.record_text(i), field))
+
+    def _decrypting_links(self) -> set[str]:
+        """The key links of the records some output decrypts a field of: only their keys are read."""
+        decrypting = [kind is not None and bool(kind.decrypt) for kind in self.kinds]
+        if all(decrypting):
+            return set(self.link_names)
+        codes = pc.unique(self.link_codes.filter(self._by_consent(decrypting)))
+        return {self.link_names[code] for code in codes.to_pylist()}
 
     def _by_consent(self, per_consent: list[bool]) -> pa.Array:
         """A record mask from a flag per distinct consent value."""

@@ -467,6 +467,44 @@ def test_the_columnar_path_writes_the_bytes_of_the_record_by_record_path(
     assert derive(columnar=True) == derive(columnar=False)
 
 
+@pytest.mark.parametrize("columnar", [True, False])
+def test_only_the_keys_of_records_an_output_decrypts_are_read(tmp_path, columnar, monkeypatch) -> None:
+    """A derive job reads and unwraps only the keys it needs; a removed key excludes its records all the same,
+    whether an output decrypts them or not (u0: decrypted; u1: no output decrypts it; u2, u3: forgotten)."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
+    store.ensure_schema()
+    records = [
+        {"id": f"u{i % 4}", "ts": TIMES[0], "consent": ["[1]", "[0]"][i % 2], "email": f"{i}@x", "plain": ""}
+        for i in range(40)
+    ]
+    derived = [{"target": {"file_name": "out0.csv"}, "consent_levels": [1], "consent_level_type": "CUMULATIVE"}]
+    _, config, contract = _clickstream(bucket, records, {"email": 1}, derived)
+    storages = lambda c: LocalStorage(bucket)  # noqa: E731
+    EncryptJob(config, contract, store, storages).run()
+    link = {row[0]: row[-3] for row in parse_csv((bucket / "enc/in-encrypted.csv").read_bytes())[1:]}
+    with store.engine.begin() as conn:
+        group = DeriveJob(config, contract, store, storages).group_id
+        store._remove_keys(conn, group, [link["u2"], link["u3"]], "forgotten")
+    asked: set[str] = set()
+    read = store.keysets_by_link
+
+    def spy(links):  # type: ignore[no-untyped-def]
+        links = set(links)
+        asked.update(links)
+        return read(links)
+
+    monkeypatch.setattr(store, "keysets_by_link", spy)
+    if not columnar:
+        monkeypatch.setattr(derive_module, "_table_of", lambda chunk: None)
+    result = DeriveJob(config, contract, store, storages).run()
+    assert asked == {link["u0"], link["u2"]}, "u1's key is not read: no output decrypts its records"
+    assert result.rows_out == 10 and result.excluded_by_reason == {"forgotten": 20}
+    out = parse_csv((bucket / "out0.csv").read_bytes())
+    assert sorted(row[3] for row in out[1:]) == sorted(f"{i}@x" for i in range(0, 40, 4))
+
+
 def test_deriving_an_arrow_parsed_file_does_not_import_pandas(tmp_path) -> None:
     """pa.array imports pandas (seconds without a bytecode cache) to check its argument: the columnar path avoids it."""
     bucket = tmp_path / "bucket"
