@@ -102,12 +102,12 @@ def packed_utf8_column(data: bytes | bytearray, lengths: Sequence[int], *, check
 
     The buffer is not copied. Past 2 GiB (beyond a string array's offsets), Arrow's cast refuses it.
     """
-    ends = np.frombuffer(lengths, dtype=np.int64) if isinstance(lengths, array) else np.asarray(lengths, np.int64)
+    sizes = np.frombuffer(lengths, dtype=np.int64) if isinstance(lengths, array) else np.asarray(lengths, np.int64)
     large = len(data) >= 2**31
-    offsets = np.zeros(len(ends) + 1, dtype=np.int64 if large else np.int32)
-    np.cumsum(ends, out=offsets[1:])
+    offsets = np.zeros(len(sizes) + 1, dtype=np.int64 if large else np.int32)
+    np.cumsum(sizes, out=offsets[1:])
     kind = pa.large_string() if large else pa.string()
-    column = pa.Array.from_buffers(kind, len(ends), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    column = pa.Array.from_buffers(kind, len(sizes), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     column.validate(full=check)
     return column.cast(pa.string()) if large else column
 

@@ -153,20 +153,19 @@ class WorkerKeyStore(KeyReader):
         return self._connection.cursor()
 
     def keysets_by_link(self, key_links: Iterable[str]) -> dict[str, Keyset]:
+        return self._keysets(self._read(KEYSETS_SQL, key_links))
+
+    def removed(self, key_links: Iterable[str]) -> dict[str, str]:
+        return dict(self._read(REMOVED_SQL, key_links))
+
+    def _read(self, sql: str, key_links: Iterable[str]) -> list[tuple]:
+        """Every row of ``sql`` for the links (see :meth:`_read_by_link`), on this process's connection."""
         cursor = self._cursor()
         try:
-            return self._keysets(self._read_by_link(cursor, self._placeholder, KEYSETS_SQL, key_links))
+            return list(self._read_by_link(cursor, self._placeholder, sql, key_links))
         finally:
             cursor.close()
             self._connection.rollback()  # no transaction left open between chunks (PostgreSQL would hold it)
-
-    def removed(self, key_links: Iterable[str]) -> dict[str, str]:
-        cursor = self._cursor()
-        try:
-            return dict(self._read_by_link(cursor, self._placeholder, REMOVED_SQL, key_links))
-        finally:
-            cursor.close()
-            self._connection.rollback()
 
 
 def open_worker_store(spec: dict[str, Any]) -> KeyReader:

@@ -47,13 +47,20 @@ from airflow_provider_strm.core.kek import (
     new_kek,
     parse_kek,
 )
-from airflow_provider_strm.core.keyreader import KEYS_TABLE, KEYSETS_SQL, TOMBSTONES_TABLE, KeyReader, StoredKey
+from airflow_provider_strm.core.keyreader import (
+    KEYS_TABLE,
+    KEYSETS_SQL,
+    LINK_BATCH,
+    TOMBSTONES_TABLE,
+    KeyReader,
+    StoredKey,
+)
 from airflow_provider_strm.core.memory import collector_paused
 
 __all__ = ["KeyStore", "StoredKey", "create_engine", "new_kek", "parse_kek"]
 
 SCHEMA_VERSION = 1
-_BATCH = 2000  # entities per SELECT statement: well below SQLite's variable limit (32766)
+_BATCH = LINK_BATCH  # entities or links per SELECT statement: well below SQLite's variable limit (32766)
 _SCHEMA_ATTEMPTS = 20  # tries to create a new SQLite store's tables while other processes create them too
 _INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
 _CALL_BATCH = 20_000  # entities per look-up-or-insert round (see get_or_create)
