@@ -48,7 +48,7 @@ from airflow_provider_strm.core.job import (
     require_columns,
     spool,
 )
-from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_rows, write_keys
+from airflow_provider_strm.core.keyfiles import KEYS_HEADER, key_lines, key_rows, write_keys
 from airflow_provider_strm.core.keyreader import StoredKey, open_worker_store
 from airflow_provider_strm.core.seen import KEY_CACHE_SIZE, LruCache, SeenSet
 from airflow_provider_strm.core.storage import PendingObject
@@ -138,7 +138,10 @@ class EncryptJob(BatchJob):
         # (data subject digest, key link) pairs
         self._subjects_linked: set[tuple[str, str]] = set()
         self._subjects_held: set[tuple[str, str]] = set()
-        self._planned: dict[int, tuple[list[str], dict[tuple[str, int], StoredKey]]] = {}
+        # chunks in worker processes, by first row, in file order: those planned here (prepare_chunk), and
+        # those not (their workers resolve their keys)
+        self._planned: dict[int, _Planned] = {}
+        self._unplanned: set[int] = set()
         self._stamps: tuple[int, np.ndarray | list[int]] | None = None
 
     def encrypted_path(self) -> str:
@@ -330,14 +333,29 @@ class EncryptJob(BatchJob):
 
     def prepare_chunk(self, chunk: RecordChunk, result: JobResult) -> object:
         """Parent side: a valid Arrow chunk gets its keys here (one key cache and one key-store writer, in one
-        batched transaction, for the whole file); the worker process then encrypts and encodes it and digests its
-        data subjects, which :meth:`absorb` records in the key store as it writes the chunk's new keys to the keys
-        file. Any other chunk goes as it is (its worker writes keys and links itself)."""
+        batched transaction, for the whole file); the worker process then encrypts and encodes it, digests its
+        data subjects, which :meth:`absorb` records in the key store, and makes the keys-file lines of the
+        chunk's keys new to the file, which this process picks here (chunks are prepared in file order) unless
+        an earlier chunk's new keys are not known yet: it then picks them in :meth:`absorb`. Any other chunk
+        goes as it is (its worker writes keys and links itself)."""
         if not isinstance(chunk, ArrowRecordChunk) or self.consent_function is not None or self.validate_chunk(chunk):
+            self._unplanned.add(chunk.first_row)
             return chunk
         plan, keys = self._resolve_keys(chunk, result, link_subjects=False)
-        self._planned[chunk.first_row] = (plan.links, keys)
-        return _PlannedChunk(chunk, plan)
+        planned = self._planned[chunk.first_row] = _Planned(plan.links, keys)
+        if self._keys_writer is None or self._unplanned:
+            return _PlannedChunk(chunk, plan)
+        for earlier in self._planned.values():  # went while an unplanned chunk was out: picked now, in file order
+            if earlier.new_keys is None and earlier is not planned:
+                earlier.new_keys = self._new_keys(earlier.links, earlier.keys)
+        new = planned.new_keys = self._new_keys(plan.links, keys)
+        planned.worker_writes_keys = True
+        entity = {link: e for e, link in enumerate(plan.links)} if new else {}
+        lines = _NewKeyLines(
+            [entity[k.key_link] for k in new], [k.policy_id for k in new], [k.expires_at for k in new],
+            self._keys_writer.charset,
+        )  # fmt: skip
+        return _PlannedChunk(chunk, plan, lines)
 
     def worker_writes(self, work: object) -> bool:
         return not isinstance(work, _PlannedChunk)
@@ -348,7 +366,8 @@ class EncryptJob(BatchJob):
             data = spool(self._writer.encode_columns(self._encrypt_planned(chunk.chunk, plan)))
             none = FileChecks((), self._header, self.parser)
             subjects = self._chunk_subjects(chunk.chunk, plan)
-            return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row, subjects)
+            lines = b"" if chunk.new_keys is None else chunk.new_keys.encode(plan)
+            return _EncryptedChunk([], data, len(chunk.chunk), [], 0, 0, none, chunk.chunk.first_row, subjects, lines)
         first_row = chunk.first_row
         chunk, bad, counts = self.split_chunk(chunk)
         self.checks = FileChecks(self.config.validations, self._header, self.parser)
@@ -373,12 +392,18 @@ class EncryptJob(BatchJob):
         result.keys_created += done.keys_created
         result.keys_reused += done.keys_reused
         self.checks.merge(done.checks)
+        self._unplanned.discard(done.first_row)
         planned = self._planned.pop(done.first_row, None)
-        if planned is not None:  # keys resolved here (prepare_chunk): listed in file order, as one process does
+        if planned is not None:  # keys resolved here (prepare_chunk)
             if done.subjects is not None:
-                self._link_subjects(done.subjects.pairs(planned[0]))
-            if self._keys_writer is not None:
-                self._write_keys(*planned)
+                self._link_subjects(done.subjects.pairs(planned.links))
+            if self._keys_writer is None:
+                return
+            new = planned.new_keys
+            if new is not None and planned.worker_writes_keys:  # as lines its worker made
+                self._keys_writer.write_encoded(done.key_lines, len(new))
+            else:  # picked after it went, or now: in file order, as one process does
+                write_keys(self._keys_writer, self._new_keys(planned.links, planned.keys) if new is None else new)
             return
         if self._keys_writer is not None and done.keys:
             by_link = {row[0]: row for row in done.keys}
@@ -527,11 +552,15 @@ class EncryptJob(BatchJob):
         return [levels(v) for v in columns[self._consent_idx]]
 
     def _write_keys(self, links: list[str], keys: dict[tuple[str, int], StoredKey]) -> None:
-        # keys in order of first use in the file: the keys file is the same whatever the chunk size
         assert self._keys_writer is not None
+        write_keys(self._keys_writer, self._new_keys(links, keys))
+
+    def _new_keys(self, links: list[str], keys: dict[tuple[str, int], StoredKey]) -> list[StoredKey]:
+        """A chunk's keys not in the keys file yet, in order of first use (``links``: the chunk's entities' keys
+        in that order), marked as in it: the keys file is the same whatever the chunk size."""
         by_link = {stored.key_link: stored for stored in keys.values()}
         created = {link for link, stored in by_link.items() if stored.created}  # made for this chunk: in no earlier one
-        write_keys(self._keys_writer, [by_link[link] for link in self._keys_seen.first_seen(links, created)])
+        return [by_link[link] for link in self._keys_seen.first_seen(links, created)]
 
 
 @dataclass(frozen=True)
@@ -611,12 +640,40 @@ def _unpacked_keys(stamps: np.ndarray, entity_of: np.ndarray, links: list[str], 
     return _ChunkKeys(stamps, entity_of, links, unpack_keysets(keysets))
 
 
+@dataclass
+class _Planned:
+    """A chunk whose keys the job's process resolved, while a worker process has it."""
+
+    links: list[str]  # its entities' key links, in order of first use
+    keys: dict[tuple[str, int], StoredKey]
+    new_keys: list[StoredKey] | None = None  # its keys new to the keys file, once picked (in file order) ...
+    worker_writes_keys: bool = False  # ... and whether its worker makes their lines (picked before it went)
+
+
+@dataclass(frozen=True)
+class _NewKeyLines:
+    """The keys of a planned chunk that are new to the file, for its worker process to write as keys-file
+    lines: their entities (numbered as in the chunk's plan, in order of first use) and stored attributes."""
+
+    entities: list[int]
+    policies: list[str | None]
+    expires: list[int | None]
+    charset: str
+
+    def encode(self, plan: _ChunkKeys) -> bytes:
+        """The keys-file lines (what :func:`write_keys` writes for these keys)."""
+        links = [plan.links[e] for e in self.entities]
+        keysets = [plan.keysets[e] for e in self.entities]
+        return b"".join(key_lines(links, keysets, self.policies, self.expires, self.charset))
+
+
 @dataclass(frozen=True)
 class _PlannedChunk:
     """A valid Arrow chunk with its keys, for a worker process to encrypt and encode."""
 
     chunk: ArrowRecordChunk
     plan: _ChunkKeys
+    new_keys: _NewKeyLines | None = None  # None: the job's process picks them when it absorbs the chunk
 
 
 @dataclass(frozen=True)
@@ -632,6 +689,7 @@ class _EncryptedChunk:
     checks: FileChecks
     first_row: int
     subjects: _Subjects | None = None  # a planned chunk's data subjects, digested by the worker
+    key_lines: bytes = b""  # a planned chunk's keys new to the file, as keys-file lines, if asked
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,50 @@ def test_the_keys_file_lists_each_new_key_once_in_first_use_order_when_its_seen_
     assert [k["keyLink"] for k in keys] == list(dict.fromkeys(r["strmMeta.keyLink"] for r in encrypted))
 
 
+@pytest.mark.parametrize("first_workers", [1, 2])
+def test_with_bad_records_in_some_chunks_worker_processes_still_write_the_keys_file_of_one_process(
+    strm_reference, bucket, store, first_workers, monkeypatch
+) -> None:
+    """A chunk without bad records has its keys new to the file picked when it goes to a worker (which writes
+    their lines); a chunk with some goes as it is and its worker's keys are picked when it comes back, and so
+    are those of every chunk that went after it before it came back. Interleaved, all that writes the keys
+    file (and the other outputs) byte for byte as one process does, whether the keys are created or reused."""
+    lines = (strm_reference / "uci_online_retail.csv").read_bytes().split(b"\n")
+    for row in (1200, 1201, 4500, 9100, 9900, 15000):  # chunks of 1000 records: some have bad records
+        lines[row] = lines[row].replace(b"2010-", b"20X0-", 1)
+    overrides = {"dead_letter": {"target": {"path_prefix": "dead"}, "max_bad_records": 100}}
+    paths = ("uci_online_retail/encrypted.csv", "uci_online_retail/keys.csv")
+    written_here: list[int] = []  # keys-file lines of planned chunks made in this process (not by a worker)
+    real = encrypt_module.write_keys
+
+    def spy(writer, keys):  # type: ignore[no-untyped-def]
+        written_here.append(len(keys))
+        return real(writer, keys)
+
+    monkeypatch.setattr(encrypt_module, "write_keys", spy)
+
+    def run(workers: int) -> dict[str, bytes]:
+        job = reference_job(strm_reference, bucket, store, chunk_rows=1000, workers=workers, overrides=overrides)
+        (bucket / "uci_online_retail.csv").write_bytes(b"\n".join(lines))
+        result = job.run()
+        assert result.rows_in == 19_998 and result.dead_lettered == 6 and result.rows_out == 19_992
+        return {p: (bucket / p).read_bytes() for p in paths}
+
+    first = run(first_workers)
+    assert first == run(3 - first_workers)
+    keys = list(csv.DictReader(io.StringIO(first[paths[1]].decode())))
+    encrypted = list(csv.DictReader(io.StringIO(first[paths[0]].decode())))
+    assert [k["keyLink"] for k in keys] == list(dict.fromkeys(r["strmMeta.keyLink"] for r in encrypted))
+    written_here.clear()
+    assert run(2) == first
+    # 20 chunks, 4 with bad records: only the planned chunks that went before such a chunk came back
+    assert 0 < len(written_here) < 16, written_here
+    written_here.clear()
+    assert reference_job(strm_reference, bucket, store, chunk_rows=1000, workers=2).run().rows_out == 19_998
+    assert written_here == [], "no bad records: each chunk's new keys are picked as it goes, its worker writes them"
+    assert run(1) == first and len(written_here) == 20, "one process: every chunk' new keys written as it goes"
+
+
 def test_a_file_in_no_order_is_cut_in_smaller_chunks_that_change_no_byte(
     strm_reference, bucket, store, monkeypatch
 ) -> None:
