@@ -16,11 +16,11 @@ import json
 import os
 import secrets
 import struct
-from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat, starmap
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
@@ -347,8 +347,9 @@ def decrypt_grouped(
 
 def encrypt_grouped(
     owners: Sequence[int], bounds: Sequence[int], values: Sequence[bytes], keysets: Sequence[Keyset]
-) -> tuple[bytearray, array]:
-    """Base64 ciphertexts of UTF-8 values, grouped by key: all of them in one buffer, and each one's length.
+) -> bytearray:
+    """Base64 ciphertexts of UTF-8 values, grouped by key, all of them in one buffer (each one's length:
+    :func:`token_lengths` of the values' lengths).
 
     ``values[bounds[g]:bounds[g + 1]]`` are encrypted under ``keysets[owners[g]]``: each key's
     cipher is made once and dropped before the next key's. Empty values stay empty (length 0).
@@ -356,7 +357,6 @@ def encrypt_grouped(
     ~20 MB of small objects at once, and as many again when gathered into a column.
     """
     data = bytearray()
-    lengths = array("q")
     b64, pack, no_ad = binascii.b2a_base64, struct.pack, _NO_AD
     for g, owner in enumerate(owners):
         keyset = keysets[owner]
@@ -364,9 +364,14 @@ def encrypt_grouped(
         prefix = pack(">BI", _TINK_PREFIX, keyset.key_id)
         part = values[bounds[g] : bounds[g + 1]]
         if all(part):
-            tokens = [b64(prefix + c, newline=False) for c in map(encrypt, part, repeat(no_ad, len(part)))]
+            data += b"".join([b64(prefix + c, newline=False) for c in map(encrypt, part, repeat(no_ad, len(part)))])
         else:
-            tokens = [b64(prefix + encrypt(v, no_ad), newline=False) if v else b"" for v in part]
-        lengths.extend(map(len, tokens))
-        data += b"".join(tokens)
-    return data, lengths
+            data += b"".join([b64(prefix + encrypt(v, no_ad), newline=False) if v else b"" for v in part])
+    return data
+
+
+def token_lengths(sizes: np.ndarray) -> np.ndarray:
+    """The length of the base64 ciphertext of a value of each of these sizes (bytes; 0 stays 0): the Tink
+    prefix (5 bytes) and the SIV (16) before the value's own length, base64 without padding removed."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    return np.where(sizes == 0, 0, (sizes + 5 + 16 + 2) // 3 * 4)

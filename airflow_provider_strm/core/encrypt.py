@@ -28,13 +28,21 @@ from airflow_provider_strm.core.columnar import (
     gather,
     groups_in_order,
     int64_column,
+    integers,
     packed_utf8_column,
     repeat,
 )
 from airflow_provider_strm.core.config import BatchJobConfig
 from airflow_provider_strm.core.consent import ConsentExtractor, ConsentLevels, format_levels
 from airflow_provider_strm.core.contract import DataContract
-from airflow_provider_strm.core.crypto import Keyset, encrypt_columns, encrypt_grouped, pack_keysets, unpack_keysets
+from airflow_provider_strm.core.crypto import (
+    Keyset,
+    encrypt_columns,
+    encrypt_grouped,
+    pack_keysets,
+    token_lengths,
+    unpack_keysets,
+)
 from airflow_provider_strm.core.csvio import DEFAULT_CHUNK_ROWS, ArrowRecordChunk, BadRow, CsvRecordWriter, RecordChunk
 from airflow_provider_strm.core.errors import CsvFormatError, TimestampFormatError
 from airflow_provider_strm.core.formats import record_writer
@@ -612,10 +620,15 @@ def _encrypt_arrow_columns(columns: list[pa.Array], entity_of: np.ndarray, keyse
     owners, numbers = np.divmod(pairs, width)
     starts = np.flatnonzero(np.diff(owners, prepend=-1))  # where each entity's pairs begin
     bounds = [*starts.tolist(), len(pairs)]
-    ordered: list[bytes] = plain.take(int64_column(numbers)).to_pylist()  # Python objects made once, in C
+    taken = plain.take(int64_column(numbers))
     del plain
-    data, lengths = encrypt_grouped(owners[starts].tolist(), bounds, ordered, keysets)
+    lengths = token_lengths(integers(pc.binary_length(taken), null=0))
+    ordered: list[bytes] = taken.to_pylist()  # Python objects made once, in C
+    del taken
+    data = encrypt_grouped(owners[starts].tolist(), bounds, ordered, keysets)
     del ordered
+    if len(data) != int(lengths.sum()):  # the column below would be garbled: never write it
+        raise AssertionError("ciphertexts are not of the lengths their values give")
     tokens = packed_utf8_column(data, lengths, check=False)  # base64: ASCII
     index = index.reshape(-1)
     return [tokens.take(int64_column(index[k * n : (k + 1) * n])) for k in range(len(columns))]

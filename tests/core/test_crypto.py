@@ -6,6 +6,7 @@ import base64
 import json
 from itertools import accumulate
 
+import numpy as np
 import pytest
 import tink
 from hypothesis import given, settings
@@ -20,6 +21,7 @@ from airflow_provider_strm.core.crypto import (
     encrypt_columns,
     encrypt_grouped,
     pack_keysets,
+    token_lengths,
     unpack_keysets,
 )
 from airflow_provider_strm.core.errors import DecryptionError
@@ -146,7 +148,9 @@ def test_encrypt_grouped_gives_each_values_ciphertext_in_one_buffer(groups: list
     owners = [rnd.randrange(len(keysets)) for _ in groups]
     values = [v.encode() for group in groups for v in group]
     bounds = [0, *accumulate(len(group) for group in groups)]
-    data, lengths = encrypt_grouped(owners, bounds, values, keysets)
+    data = encrypt_grouped(owners, bounds, values, keysets)
+    lengths = token_lengths(np.array([len(v) for v in values], dtype=np.int64))
+    assert lengths.tolist() == [len(keysets[0].cipher().encrypt(v.decode())) if v else 0 for v in values]
     column = packed_utf8_column(data, lengths, check=False)
     pairs = [(keysets[owner], v) for owner, group in zip(owners, groups, strict=True) for v in group]
     expected = [keyset.cipher().encrypt(v) if v else "" for keyset, v in pairs]

@@ -412,6 +412,9 @@ store = KeyStore({f"sqlite:///{tmp_path / 'keys.db'}"!r}, new_kek())
 store.ensure_schema()
 result = EncryptJob(config, contract, store, lambda c: LocalStorage({str(bucket)!r}), workers=2).run()
 assert result.rows_out == 19_998 and result.keys_created > 0
+# and in this process (the keys now exist)
+result = EncryptJob(config, contract, store, lambda c: LocalStorage({str(bucket)!r})).run()
+assert result.rows_out == 19_998 and result.keys_reused > 0
 # and a plain numeric pattern, which Arrow parses
 open({str(bucket / "plain.csv")!r}, "w").write("id,ts\\na,2026-11-20 10:00:00\\nb,2026-02-30 10:00:00\\n")
 plain = load_batch_job_config({{
