@@ -40,12 +40,13 @@ PG_KEYS = 1_000_000  # the key-store case creates at most this many keys (the ta
 SMALL_ONLY = {"naive": 100_000, "presidio": 1_000_000, "encrypt_random_order": 1_000_000}
 RANDOM_FILE = "events-random-order.csv"
 # measured --repeat times (best time): the bound and our jobs, whose ratios are targets
-REPEATED = {"cipher_bound", "encrypt", "derive", "encrypt_all_cores", "derive_all_cores"}
+REPEATED = {"cipher_bound", "encrypt", "derive", "encrypt_all_cores", "derive_all_cores", "cpu_scaling"}
+SPIN = 20_000_000  # additions per process of the pure-Python loop that measures this machine's cores
 PRESIDIO_KEY = "WmZq4t7w!z%C&F)J"  # 16 characters: AES-128
 SPARK_KEY = "0123456789abcdef0123456789abcdef"  # 32 characters: AES-256
 HEADER = [
-    "| case | rows | seconds | rows/s | MB/s | peak RSS MB | keys created/reused | vs cipher bound |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| case | rows | seconds | CPU s | rows/s | MB/s | peak RSS MB | keys created/reused | vs cipher bound |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
 ]
 LABELS = {
     "cipher_bound": "cipher bound: bare AES-SIV loop over the same PII values, no I/O",
@@ -87,16 +88,23 @@ def _job(kind: str, workdir: Path, store_name: str = "keys.db", **kwargs):  # ty
     return job_class(config, contract, _store(workdir, store_name), storages, **kwargs)
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user and system) of this process and of its ended child processes (a job's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def case_encrypt(workdir: Path, workers: int = 1, **kwargs) -> dict:  # type: ignore[no-untyped-def]
     if "store_name" not in kwargs:  # a fresh key store each time (a repeated run creates the same keys again)
         for old in workdir.glob("keys.db*"):
             old.unlink()
     job = _job("encrypt", workdir, workers=workers, **kwargs)
-    t = time.perf_counter()
+    cpu, t = _cpu_seconds(), time.perf_counter()
     result = job.run()
     seconds = time.perf_counter() - t
     return {
         "seconds": seconds,
+        "cpu_seconds": _cpu_seconds() - cpu,
         "rows": result.rows_in,
         "rows_out": result.rows_out,
         "keys": f"{result.keys_created}/{result.keys_reused}",
@@ -143,9 +151,38 @@ def case_keystore_pg(workdir: Path) -> dict:
 
 def case_derive(workdir: Path, workers: int = 1) -> dict:
     job = _job("derive", workdir, workers=workers)
-    t = time.perf_counter()
+    cpu, t = _cpu_seconds(), time.perf_counter()
     result = job.run()
-    return {"seconds": time.perf_counter() - t, "rows": result.rows_in, "rows_out": result.rows_out, "keys": "-"}
+    seconds, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "rows": result.rows_in, "rows_out": result.rows_out, "keys": "-"}
+
+
+def _spin(_: object = None) -> float:
+    t = time.perf_counter()
+    total = 0
+    for i in range(SPIN):
+        total += i
+    return time.perf_counter() - t
+
+
+def case_cpu_scaling(workdir: Path) -> dict:
+    """This machine's cores on pure CPU work: a Python loop alone, then one copy per core at once (spawned
+    processes, started before the clock), in turns. ``scaling``: how many times the work of one the copies do
+    (the median of the turns: this machine's speed drifts by the second)."""
+    import multiprocessing
+    import statistics
+
+    cores = os.cpu_count() or 1
+    ratios, together = [], []
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
+        pool.map(abs, range(cores))  # started and warm
+        for _ in range(4):
+            alone = pool.apply(_spin)
+            t = time.perf_counter()
+            pool.map(_spin, range(cores), chunksize=1)
+            together.append(time.perf_counter() - t)
+            ratios.append(cores * alone / together[-1])
+    return {"seconds": min(together), "rows": 0, "keys": "-", "scaling": statistics.median(ratios)}
 
 
 def pii_value_batches(workdir: Path, batch_rows: int = 100_000) -> Iterator[tuple[int, list[str]]]:
@@ -273,6 +310,7 @@ CASES = {
     "encrypt_all_cores": case_encrypt_all_cores,
     "derive_all_cores": lambda workdir: case_derive(workdir, workers=os.cpu_count() or 1),
     "keystore_pg": case_keystore_pg,
+    "cpu_scaling": case_cpu_scaling,
     "naive": case_naive,
     "presidio": case_presidio,
     "spark": case_spark,
@@ -330,7 +368,7 @@ def machine() -> str:
 
 
 def note_row(case: str, rows: int, note: str) -> str:
-    return f"| {LABELS[case]} | {rows} | {note} | | | | | |"
+    return f"| {LABELS[case]} | {rows} | {note} | | | | | | |"
 
 
 def best_of(runs: list[dict]) -> dict:
@@ -340,6 +378,8 @@ def best_of(runs: list[dict]) -> dict:
     if failed:
         return failed[0]
     best = dict(min(runs, key=lambda r: r["seconds"]))
+    if "scaling" in best:  # not a time: the median, not the best
+        best["scaling"] = sorted(r["scaling"] for r in runs)[len(runs) // 2]
     for field in ("peak_rss_mb", "worker_rss_mb"):
         if field in best:
             best[field] = max(r[field] for r in runs)
@@ -373,9 +413,13 @@ def bench_size(rows: int, workdir: Path, smoke: bool, repeat: int = 1) -> tuple[
     # the repeated cases run in rounds (bound, 1 core, all cores, then again), so a drift in the machine's
     # speed over minutes weighs on each of them alike, not on whichever ran last
     runs: dict[str, list[dict]] = {case: [] for case in cases if case in REPEATED and skipped(case) is None}
+    runs["cpu_scaling"] = []  # this machine's cores, measured in the same rounds (not a row of the table)
     for _ in range(repeat):
         for case in runs:
             runs[case].append(run_case(case, workdir))
+    scaling = best_of(runs["cpu_scaling"])
+    if "scaling" in scaling:
+        measured["cpu_scaling"] = scaling
     for case in cases:
         reason = skipped(case)
         if reason is not None:
@@ -397,9 +441,10 @@ def bench_size(rows: int, workdir: Path, smoke: bool, repeat: int = 1) -> tuple[
         rss = f"{r['peak_rss_mb']:.0f}" + (f" + JVM {r['jvm_rss_mb']:.0f}" if r.get("jvm_rss_mb") else "")
         if r.get("worker_rss_mb"):
             rss += f" + largest worker {r['worker_rss_mb']:.0f}"
+        cpu = r.get("cpu_seconds", r["seconds"] if case == "cipher_bound" else None)
         emit(
-            f"| {LABELS[case]} | {r['rows']} | {r['seconds']:.2f} | {rate:,.0f} | {megabytes / r['seconds']:.1f} | "
-            f"{rss} | {r['keys']} | {ratio} |"
+            f"| {LABELS[case]} | {r['rows']} | {r['seconds']:.2f} | {'-' if cpu is None else f'{cpu:.2f}'} | "
+            f"{rate:,.0f} | {megabytes / r['seconds']:.1f} | {rss} | {r['keys']} | {ratio} |"
         )
     return lines, measured
 
@@ -430,6 +475,13 @@ def against_targets(results: dict[int, dict[str, dict]]) -> list[str]:
             speedup = many / one if one and many else None
             goal = 1.7 if cores == 2 else 0.85 * cores
             line(f"{rows:,} rows, {name} on {cores} cores vs 1 core", speedup, goal, ".2f")
+        scaling = results[rows].get("cpu_scaling", {}).get("scaling")
+        if scaling is not None:
+            out.append(
+                f"- {rows:,}-row run: this machine's {os.cpu_count()} cores did {scaling:.2f}x the work of one on a "
+                "pure-Python loop (one spawned process per core; the median of 4 turns in each round, the median "
+                "round): about the most any all-cores ratio can reach here"
+            )
         for other, goal in (("naive", 10.0), ("presidio", 5.0)):
             theirs, mine = rate(rows, other), rate(rows, "encrypt")
             if theirs:
@@ -475,6 +527,8 @@ def main() -> int:
         "",
         f"The cipher bound and our jobs: the fastest of {1 if args.smoke else max(1, args.repeat)} runs each, "
         "run in rounds (bound, 1 core, all cores, then again) (the highest peak RSS of them). "
+        "CPU s = user and system time of the case's process and its worker processes while timed "
+        "(more than the seconds: worker processes ran at once). "
         "MB/s = source CSV MB / seconds (DeriveJob reads the larger encrypted file). "
         "Peak RSS is the case's own process (a fresh one per case); with workers, also the largest worker's. "
         "Keys created/reused: as the job counts them (a key used again in a later chunk counts as reused).",

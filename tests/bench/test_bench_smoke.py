@@ -41,9 +41,11 @@ def test_the_benchmark_command_prints_its_table_and_its_jobs_are_correct(tmp_pat
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "| case | rows | seconds | rows/s | MB/s | peak RSS MB | keys created/reused | vs cipher bound |" in out
+    header = "| case | rows | seconds | CPU s | rows/s | MB/s | peak RSS MB | keys created/reused | vs cipher bound |"
+    assert header in out
     assert "CPU: " in out and "Python " in out
     assert "Against issue #6's targets:" in out and "EncryptJob 1 core vs the cipher's bound" in out
+    assert "cores did " in out and "x the work of one on a pure-Python loop" in out  # this machine's ceiling
     for case in CASES:
         assert f"| {case}" in out, case
     table = [line for line in out.splitlines() if line.startswith("| ") and "| case |" not in line]
@@ -53,6 +55,8 @@ def test_the_benchmark_command_prints_its_table_and_its_jobs_are_correct(tmp_pat
     assert any(label.startswith("DeriveJob, 1 core") for label in measured)
     assert any(label.startswith("EncryptJob, all cores") for label in measured)
     assert any(label.startswith("DeriveJob, all cores") for label in measured)
+    # our jobs' rows give their CPU time (their workers' too), a number
+    assert all(float(line.split(" | ")[3]) > 0 for label, line in measured.items() if label.startswith(("Enc", "Der")))
     # the all-cores rows show the workers' memory too, not only the reading process's
     assert all(" + largest worker " in line for label, line in measured.items() if "all cores" in label)
     assert "largest worker peak RSS MB" in out
