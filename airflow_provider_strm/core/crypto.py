@@ -372,6 +372,6 @@ def encrypt_grouped(
 
 def token_lengths(sizes: np.ndarray) -> np.ndarray:
     """The length of the base64 ciphertext of a value of each of these sizes (bytes; 0 stays 0): the Tink
-    prefix (5 bytes) and the SIV (16) before the value's own length, base64 without padding removed."""
+    prefix (5 bytes) and the SIV (16) before the value's own bytes, in base64 with its padding."""
     sizes = np.asarray(sizes, dtype=np.int64)
     return np.where(sizes == 0, 0, (sizes + 5 + 16 + 2) // 3 * 4)

@@ -686,7 +686,7 @@ class _PlannedChunk:
 
     chunk: ArrowRecordChunk
     plan: _ChunkKeys
-    new_keys: _NewKeyLines | None = None  # None: the job's process picks them when it absorbs the chunk
+    new_keys: _NewKeyLines | None = None  # None: no keys file, or the job's process writes the chunk's new keys
 
 
 @dataclass(frozen=True)
