@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import gc
 import hashlib
 import hmac
@@ -209,7 +208,7 @@ def test_both_look_up_paths_find_exactly_the_stored_keys_of_the_wanted_windows(s
         found[raw] = sqlite_store._select("g", digests)
     assert found[True] == found[False]
     assert set(found[True]) == wanted - {("new", 0)}
-    assert all(found[True][e] == dataclasses.replace(made[e], created=False) for e in found[True])
+    assert all(found[True][e] == made[e]._replace(created=False) for e in found[True])
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
