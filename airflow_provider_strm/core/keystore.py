@@ -108,6 +108,10 @@ subject_keys_table = sa.Table(
     sa.Column("group_id", sa.String(64), primary_key=True),
     sa.Column("subject_digest", sa.String(64), primary_key=True),
     sa.Column("key_link", sa.String(36), primary_key=True),
+    # SQLite: the rows are their primary key's B-tree (a rowid table keeps them twice: the table and the key's
+    # index, ~25 MB against 16 MB for 64k links, and ~20% more time to insert). A store made before keeps its
+    # rowid table: the statements are the same.
+    sqlite_with_rowid=False,
 )
 
 tombstones_table = sa.Table(

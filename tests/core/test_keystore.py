@@ -40,6 +40,34 @@ def test_sqlite_connections_write_ahead_and_keep_statement_journals_in_memory(sq
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
+def _subject_table_sql(url: str) -> str:
+    with sa.create_engine(url).connect() as conn:
+        return conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'strm_subject_keys'").scalar()
+
+
+@pytest.mark.parametrize("made_before", [False, True], ids=["new store", "store made before (rowid table)"])
+def test_subject_links_of_a_new_sqlite_store_are_one_btree_and_an_older_store_works_alike(
+    tmp_path, made_before: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    if made_before:  # the table as stores made before it had no rowid were created
+        with sa.create_engine(url).begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE strm_subject_keys (group_id VARCHAR(64) NOT NULL, subject_digest VARCHAR(64) NOT NULL, "
+                "key_link VARCHAR(36) NOT NULL, PRIMARY KEY (group_id, subject_digest, key_link))"
+            )
+    store = KeyStore(url, new_kek())
+    store.ensure_schema()
+    assert ("WITHOUT ROWID" in _subject_table_sql(url)) is not made_before
+    keys = store.get_or_create("g", [("a", 0), ("b", 0), ("c", 0)])
+    links = {e: k.key_link for e, k in keys.items()}
+    store.link_subjects("g", [("alice", links[("a", 0)]), ("alice", links[("b", 0)]), ("bob", links[("c", 0)])])
+    store.link_subjects("g", [("alice", links[("a", 0)])])  # again: no error, no second row
+    assert store.forget_subjects("g", ["alice"]) == {"subjects": 1, "keys_deleted": 2}
+    assert set(store.keys_by_link(links.values())) == {links[("c", 0)]}
+    assert store.removed(links.values()) == {links[("a", 0)]: "forgotten", links[("b", 0)]: "forgotten"}
+
+
 def test_the_same_entity_and_window_gets_the_same_key(sqlite_store: KeyStore) -> None:
     first = sqlite_store.get_or_create("g", [("alice", 0), ("bob", 0), ("alice", DAY)])
     again = sqlite_store.get_or_create("g", [("alice", 0), ("carol", 0)])
