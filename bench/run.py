@@ -58,7 +58,7 @@ LABELS = {
     "derive": "DeriveJob, 1 core (1 CUMULATIVE target)",
     "encrypt_all_cores": f"EncryptJob, all cores (workers={os.cpu_count()})",
     "derive_all_cores": f"DeriveJob, all cores (workers={os.cpu_count()})",
-    "keystore_pg": "key store: distinct keys created in PostgreSQL (rows = keys, at most 1M; batches of 20k)",
+    "keystore_pg": "key store: distinct keys created in PostgreSQL (rows = keys, at most 1M; 20k per timed call)",
     "naive": "naive: pandas read_csv + row-wise apply, 1 key-store lookup per row",
     "presidio": "presidio-anonymizer AnonymizerEngine encrypt per value (analyzer left out: needs model downloads)",
     "spark": "Spark local[*] aes_encrypt (GCM, one static key) on the PII columns",
@@ -139,12 +139,14 @@ def case_keystore_pg(workdir: Path) -> dict:
         url = admin.url.set(database=name).render_as_string(hide_password=False)
         store = KeyStore(url, base64.b64encode(os.urandom(32)).decode())
         store.ensure_schema()
-        t = time.perf_counter()
-        created = 0
+        seconds, created = 0.0, 0
         for start in range(0, rows, 20_000):
-            batch = {(f"entity-{i}", 1_763_424_000_000) for i in range(start, min(rows, start + 20_000))}
-            created += sum(k.created for k in store.get_or_create("bench", batch).values())
-        seconds = time.perf_counter() - t
+            # the bench's own entities are made outside the timing: only the key store's calls are measured
+            batch = [(f"entity-{i}", 1_763_424_000_000) for i in range(start, min(rows, start + 20_000))]
+            t = time.perf_counter()
+            keys = store.get_or_create("bench", batch)
+            seconds += time.perf_counter() - t
+            created += sum(k.created for k in keys.values())
         store.engine.dispose()
     finally:
         with admin.connect() as conn:
