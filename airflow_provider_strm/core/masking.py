@@ -31,7 +31,14 @@ def hmac_sha256_masker(secret: bytes) -> Masker:
     if len(secret) < 16:
         raise ValueError("an HMAC masking secret needs at least 16 bytes")
 
+    # keyed once; each value's HMAC a copy of it (on OpenSSL's own HMAC object where hmac.HMAC wraps one:
+    # C calls only, ~0.9 µs a value against ~3 µs for hmac.new per value)
+    start = hmac.new(secret, digestmod=hashlib.sha256)
+    copy = getattr(start, "_hmac", start).copy
+
     def mask(value: str) -> str:
-        return hmac.new(secret, value.encode("utf-8"), hashlib.sha256).hexdigest()
+        h = copy()
+        h.update(value.encode("utf-8"))
+        return h.hexdigest()
 
     return mask

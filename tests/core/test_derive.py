@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
+import hmac
 import io
 import json
 import shutil
@@ -46,6 +48,13 @@ def test_hmac_masking_needs_a_real_secret() -> None:
     with pytest.raises(ValueError):
         hmac_sha256_masker(b"short")
     assert hmac_sha256_masker(b"k" * 32)("a") != hmac_sha256_masker(b"j" * 32)("a")
+
+
+@settings(max_examples=100, deadline=None)
+@given(secret=st.binary(min_size=16, max_size=100), values=st.lists(st.text(max_size=30), max_size=5))
+def test_hmac_masking_is_the_hmac_sha256_of_each_value(secret: bytes, values: list[str]) -> None:
+    mask = hmac_sha256_masker(secret)  # one masker, many values: each is the HMAC of that value alone
+    assert [mask(v) for v in values] == [hmac.new(secret, v.encode(), hashlib.sha256).hexdigest() for v in values]
 
 
 @pytest.fixture
