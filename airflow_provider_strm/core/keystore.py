@@ -79,6 +79,18 @@ _KEY_COLUMNS = (
 
 metadata = sa.MetaData()
 
+
+def _ascii(length: int) -> sa.types.TypeEngine:
+    """A column of ASCII identifiers (hex digests, UUIDs): on PostgreSQL with the "C" collation (byte order).
+
+    Its indexes then compare bytes, not by the database's locale rules: on a database with ICU en-US rules,
+    1M new keys took 16.4-16.6 s against 18.2-22.7 s (no change measured on a C.UTF-8 database). Rows sort
+    as Python sorts them (byte order: the order keys go in, and export order is SQLite's). Equality is the
+    same under any deterministic collation, so stores made before (the database's collation) work alike.
+    """
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
 schema_table = sa.Table(
     "strm_schema",
     metadata,
@@ -90,11 +102,11 @@ keys_table = sa.Table(
     KEYS_TABLE,
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("group_id", sa.String(64), nullable=False),
-    sa.Column("key_digest", sa.String(64), nullable=False),
+    sa.Column("group_id", _ascii(64), nullable=False),
+    sa.Column("key_digest", _ascii(64), nullable=False),
     sa.Column("window_start", sa.BigInteger, nullable=False),
     sa.Column("window_end", sa.BigInteger, nullable=False),
-    sa.Column("key_link", sa.String(36), nullable=False, unique=True),
+    sa.Column("key_link", _ascii(36), nullable=False, unique=True),
     sa.Column("wrapped_keyset", sa.LargeBinary, nullable=False),
     sa.Column("policy_id", sa.String(64)),
     sa.Column("expires_at", sa.BigInteger),
@@ -105,9 +117,9 @@ keys_table = sa.Table(
 subject_keys_table = sa.Table(
     "strm_subject_keys",
     metadata,
-    sa.Column("group_id", sa.String(64), primary_key=True),
-    sa.Column("subject_digest", sa.String(64), primary_key=True),
-    sa.Column("key_link", sa.String(36), primary_key=True),
+    sa.Column("group_id", _ascii(64), primary_key=True),
+    sa.Column("subject_digest", _ascii(64), primary_key=True),
+    sa.Column("key_link", _ascii(36), primary_key=True),
     # SQLite: the rows are their primary key's B-tree (a rowid table keeps them twice: the table and the key's
     # index, ~25 MB against 16 MB for 64k links, and ~20% more time to insert). A store made before keeps its
     # rowid table: the statements are the same.
@@ -117,8 +129,8 @@ subject_keys_table = sa.Table(
 tombstones_table = sa.Table(
     TOMBSTONES_TABLE,
     metadata,
-    sa.Column("key_link", sa.String(36), primary_key=True),
-    sa.Column("group_id", sa.String(64), nullable=False),
+    sa.Column("key_link", _ascii(36), primary_key=True),
+    sa.Column("group_id", _ascii(64), nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("removed_at", sa.BigInteger, nullable=False),
 )

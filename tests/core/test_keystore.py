@@ -277,6 +277,47 @@ def test_postgresql_rows_hold_what_the_creating_call_returned(pg_url: str) -> No
     assert all(not k.created and k.keyset == keys[e].keyset for e, k in again.items())
 
 
+_ASCII_COLUMNS = [
+    ("strm_keys", "group_id"),
+    ("strm_keys", "key_digest"),
+    ("strm_keys", "key_link"),
+    ("strm_subject_keys", "group_id"),
+    ("strm_subject_keys", "subject_digest"),
+    ("strm_subject_keys", "key_link"),
+    ("strm_key_tombstones", "key_link"),
+    ("strm_key_tombstones", "group_id"),
+]
+
+
+@pytest.mark.parametrize("made_before", [False, True], ids=["new store", "store made before (database collation)"])
+def test_postgresql_identifier_columns_compare_bytes_and_an_older_store_works_alike(
+    pg_url: str, made_before: bool
+) -> None:
+    store = KeyStore(pg_url, new_kek())
+    store.ensure_schema()
+    with store.engine.begin() as conn:
+        if made_before:  # the columns as stores made before had them
+            for table, column in _ASCII_COLUMNS:
+                kind = f'VARCHAR({36 if "link" in column else 64}) COLLATE "default"'
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {kind}")
+        collations = conn.exec_driver_sql(
+            "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+            "WHERE table_name IN ('strm_keys', 'strm_subject_keys', 'strm_key_tombstones') "
+            "AND collation_name IS NOT NULL"
+        ).all()
+    by_column = {(t, c): name for t, c, name in collations}
+    assert all((by_column.get(col) == "C") is not made_before for col in _ASCII_COLUMNS), by_column
+    keys = store.get_or_create("g", [(f"v{i}", DAY * (i % 2)) for i in range(3000)])
+    links = sorted(k.key_link for k in keys.values())
+    assert all(not k.created for k in store.get_or_create("g", list(keys)[:50]).values())
+    store.link_subjects("g", [("alice", links[0]), ("alice", links[1]), ("bob", links[2])])
+    assert store.forget_subjects("g", ["alice"]) == {"subjects": 1, "keys_deleted": 2}
+    assert store.removed(links[:3]) == {links[0]: "forgotten", links[1]: "forgotten"}
+    window = {k.key_link: k.window_start for k in keys.values()}
+    exported = [k.key_link for k in store.export_keys("g")]
+    assert exported == sorted(links[2:], key=lambda link: (window[link], link))  # oldest first, then byte order
+
+
 def test_new_key_links_are_random_version_4_uuids() -> None:
     links = _uuid4_strings(5000)
     assert len(set(links)) == 5000
