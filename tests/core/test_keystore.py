@@ -19,7 +19,7 @@ from airflow_provider_strm.core import keystore as keystore_module
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import KeyStoreError
 from airflow_provider_strm.core.kek import AeadKey
-from airflow_provider_strm.core.keystore import KeyStore, _uuid4_strings, keys_table, new_kek
+from airflow_provider_strm.core.keystore import KeyStore, _sorted_uuid4_strings, keys_table, new_kek
 
 DAY = 86_400_000
 
@@ -318,9 +318,10 @@ def test_postgresql_identifier_columns_compare_bytes_and_an_older_store_works_al
     assert exported == sorted(links[2:], key=lambda link: (window[link], link))  # oldest first, then byte order
 
 
-def test_new_key_links_are_random_version_4_uuids() -> None:
-    links = _uuid4_strings(5000)
-    assert len(set(links)) == 5000
+def test_new_key_links_are_random_version_4_uuids_in_sorted_order() -> None:
+    links = _sorted_uuid4_strings(5000)
+    assert len(set(links)) == 5000 and links == sorted(links)
+    assert _sorted_uuid4_strings(0) == [] and len(_sorted_uuid4_strings(1)) == 1
     for link in links:
         parsed = uuid.UUID(link)
         assert str(parsed) == link and parsed.version == 4 and parsed.variant == uuid.RFC_4122
