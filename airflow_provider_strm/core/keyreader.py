@@ -76,7 +76,7 @@ class KeyReader:
         # the OpenSSL HMAC object that hmac.HMAC wraps, where it wraps one (CPython with OpenSSL): its copy,
         # update and hexdigest are C calls, ~0.9 µs a value against ~2 µs through the wrapper's Python methods
         # (a digest per new key and per data subject; tested to give hmac.new's digests)
-        copy = getattr(start, "_hmac", start).copy
+        copy = (getattr(start, "_hmac", None) or start).copy  # None where hmac fell back to its Python HMAC
 
         def digest(value: str) -> str:
             h = copy()  # HMAC(secret, prefix + value), the prefix already absorbed

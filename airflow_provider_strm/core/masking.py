@@ -34,7 +34,7 @@ def hmac_sha256_masker(secret: bytes) -> Masker:
     # keyed once; each value's HMAC a copy of it (on OpenSSL's own HMAC object where hmac.HMAC wraps one:
     # C calls only, ~0.9 µs a value against ~3 µs for hmac.new per value)
     start = hmac.new(secret, digestmod=hashlib.sha256)
-    copy = getattr(start, "_hmac", start).copy
+    copy = (getattr(start, "_hmac", None) or start).copy  # None where hmac fell back to its Python HMAC
 
     def mask(value: str) -> str:
         h = copy()
