@@ -10,14 +10,13 @@ code here.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.kek import AeadKey
+from airflow_provider_strm.core.masking import hmac_sha256_hex
 
 KEYS_TABLE = "strm_keys"
 TOMBSTONES_TABLE = "strm_key_tombstones"
@@ -72,18 +71,7 @@ class KeyReader:
             self._open()
         assert self._digest_secret is not None
         prefix = f"{group_id}\x00" if kind == "key" else f"{group_id}\x00{kind}\x00"
-        start = hmac.new(self._digest_secret, prefix.encode(), hashlib.sha256)
-        # the OpenSSL HMAC object that hmac.HMAC wraps, where it wraps one (CPython with OpenSSL): its copy,
-        # update and hexdigest are C calls, ~0.9 µs a value against ~2 µs through the wrapper's Python methods
-        # (a digest per new key and per data subject; tested to give hmac.new's digests)
-        copy = (getattr(start, "_hmac", None) or start).copy  # None where hmac fell back to its Python HMAC
-
-        def digest(value: str) -> str:
-            h = copy()  # HMAC(secret, prefix + value), the prefix already absorbed
-            h.update(value.encode())
-            return h.hexdigest()
-
-        return digest
+        return hmac_sha256_hex(self._digest_secret, prefix.encode())  # HMAC(secret, prefix + value)
 
     def _dek_cipher(self) -> AeadKey:
         if self._dek is None:

@@ -398,10 +398,9 @@ class KeyStore(KeyReader):
         # this one inserts straight away (conflict-safe) and reads back only the keys that turn out to exist.
         found = {} if self._expect_new else self._select(group_id, wanted)
         # one order for every process: no lock-order deadlocks between concurrent inserts
-        if found:
-            missing = sorted([(d, e[1], e) for e, d in wanted.items() if e not in found])
-        else:  # a bulk load: no look-up made (or nothing found), every entity is missing
-            missing = sorted([(d, e[1], e) for e, d in wanted.items()])
+        # (a bulk load looked nothing up: every entity is missing, no membership test per entity)
+        todo = [(e, d) for e, d in wanted.items() if e not in found] if found else wanted.items()
+        missing = sorted([(d, e[1], e) for e, d in todo])
         created = 0
         if missing:
             new = _NewKeys(self, group_id, missing, window_ms, policy_id, expires_at)

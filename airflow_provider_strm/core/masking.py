@@ -27,18 +27,23 @@ def murmur3_masker(seed: str) -> Masker:
     return mask
 
 
-def hmac_sha256_masker(secret: bytes) -> Masker:
-    if len(secret) < 16:
-        raise ValueError("an HMAC masking secret needs at least 16 bytes")
+def hmac_sha256_hex(secret: bytes, prefix: bytes = b"") -> Masker:
+    """The hex HMAC-SHA256 of ``prefix`` + each value (UTF-8) under ``secret``, keyed (and the prefix absorbed)
+    once: each value's HMAC is a copy of that state. On OpenSSL's own HMAC object where ``hmac.HMAC`` wraps
+    one (its ``_hmac``; None where hmac computes in Python): C calls only, ~0.9 µs a value against ~2 µs
+    through the wrapper's Python methods and ~3 µs for ``hmac.new`` per value."""
+    start = hmac.new(secret, prefix, hashlib.sha256)
+    copy = (getattr(start, "_hmac", None) or start).copy
 
-    # keyed once; each value's HMAC a copy of it (on OpenSSL's own HMAC object where hmac.HMAC wraps one:
-    # C calls only, ~0.9 µs a value against ~3 µs for hmac.new per value)
-    start = hmac.new(secret, digestmod=hashlib.sha256)
-    copy = (getattr(start, "_hmac", None) or start).copy  # None where hmac fell back to its Python HMAC
-
-    def mask(value: str) -> str:
+    def digest(value: str) -> str:
         h = copy()
         h.update(value.encode("utf-8"))
         return h.hexdigest()
 
-    return mask
+    return digest
+
+
+def hmac_sha256_masker(secret: bytes) -> Masker:
+    if len(secret) < 16:
+        raise ValueError("an HMAC masking secret needs at least 16 bytes")
+    return hmac_sha256_hex(secret)

@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_strm.core import keyreader as keyreader_module
 from airflow_provider_strm.core import keystore as keystore_module
+from airflow_provider_strm.core import masking as masking_module
 from airflow_provider_strm.core.crypto import Keyset
 from airflow_provider_strm.core.errors import KeyStoreError
 from airflow_provider_strm.core.kek import AeadKey
 from airflow_provider_strm.core.keystore import KeyStore, _sorted_uuid4_strings, keys_table, new_kek
+from airflow_provider_strm.core.masking import hmac_sha256_masker
 
 DAY = 86_400_000
 
@@ -128,10 +129,12 @@ def test_digests_are_the_hmac_of_group_kind_and_value(sqlite_store: KeyStore, gr
 def test_digests_are_the_same_where_hmac_falls_back_to_its_python_hmac(sqlite_store: KeyStore, monkeypatch) -> None:
     # a digest module hmac cannot hand to OpenSSL (here a plain callable) makes hmac.HMAC compute in Python
     expected = sqlite_store.digest("g", "alice"), sqlite_store.digest("g", "alice", "subject")
-    real = keyreader_module.hmac.new
-    monkeypatch.setattr(keyreader_module.hmac, "new", lambda key, msg, _: real(key, msg, lambda *a: hashlib.sha256(*a)))
-    assert keyreader_module.hmac.new(b"k", b"", None)._hmac is None  # the fallback is taken
+    masked = hmac_sha256_masker(b"k" * 32)("alice")
+    real = masking_module.hmac.new
+    monkeypatch.setattr(masking_module.hmac, "new", lambda key, msg, _: real(key, msg, lambda *a: hashlib.sha256(*a)))
+    assert masking_module.hmac.new(b"k", b"", None)._hmac is None  # the fallback is taken
     assert (sqlite_store.digest("g", "alice"), sqlite_store.digest("g", "alice", "subject")) == expected
+    assert hmac_sha256_masker(b"k" * 32)("alice") == masked
 
 
 def test_neither_raw_key_bytes_nor_raw_values_are_stored(sqlite_store: KeyStore) -> None:
