@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +33,62 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def job_memory_pool() -> pa.MemoryPool | None:
+    """The Arrow allocator a job works with: jemalloc where this pyarrow has it (None: keep the default).
+
+    Against Arrow's default mimalloc, measured on the 1M-record benchmark: an EncryptJob peaks ~20 MB lower
+    (262-275 MB against 286-292; each worker 191-196 against 210) in the same time, and a DeriveJob
+    page-faults half as often (~95k against ~185k minor faults: chunk after chunk, mimalloc hands its
+    pages back at :func:`release_arrow_memory` and faults them in again) for ~0.4 s less system time.
+    An ``ARROW_DEFAULT_MEMORY_POOL`` set in the environment is left to choose.
+    """
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return None
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a pyarrow built without jemalloc (Windows, for one)
+        return None
+
+
+_pool_lock = threading.Lock()
+_pool_users = 0
+_pool_before: pa.MemoryPool | None = None
+
+
+@contextmanager
+def arrow_memory_pool(pool: pa.MemoryPool | None) -> Iterator[None]:
+    """``pool`` as Arrow's default allocator in this block (None: the default stays), then the one before.
+
+    Process-wide, as Arrow's default is: jobs switch it while any of them runs (threads of one process
+    alike: the first one in switches, the last one out switches back), so an Airflow task's process is
+    left as it was. A buffer is always freed by the pool that allocated it, whichever is the default then.
+    """
+    global _pool_users, _pool_before
+    if pool is None:
+        yield
+        return
+    with _pool_lock:
+        if _pool_users == 0:
+            _pool_before = pa.default_memory_pool()
+            pa.set_memory_pool(pool)
+        _pool_users += 1
+    try:
+        yield
+    finally:
+        with _pool_lock:
+            _pool_users -= 1
+            if _pool_users == 0 and _pool_before is not None:
+                pa.set_memory_pool(_pool_before)
+                _pool_before = None
+
+
+def use_job_memory_pool() -> None:
+    """:func:`job_memory_pool` as Arrow's default for the rest of this process's life (a job's worker process)."""
+    pool = job_memory_pool()
+    if pool is not None:
+        pa.set_memory_pool(pool)
 
 
 def release_arrow_memory() -> None:
