@@ -679,8 +679,11 @@ def write_spooled(writer: RecordWriter, data: bytes | Spooled, rows: int) -> Non
         os.unlink(data.path)
 
 
+_BLAS_THREADS = "OPENBLAS_NUM_THREADS"
+
+
 class _WorkerProcess(multiprocessing.context.SpawnProcess):
-    """A spawned process that does not import its parent's ``__main__`` module.
+    """A spawned process that does not import its parent's ``__main__`` module, nor start BLAS threads.
 
     A spawned process imports the main module of its parent first, as ``__mp_main__``. In an Airflow
     task that is the ``airflow`` command (the scheduler's or a Celery worker's), which imports Airflow:
@@ -690,11 +693,17 @@ class _WorkerProcess(multiprocessing.context.SpawnProcess):
     def start(self) -> None:
         main = sys.modules.get("__main__")
         sys.modules["__main__"] = types.ModuleType("__main__")  # no spec, no file: nothing to import
+        # numpy's OpenBLAS starts a thread per core at import that spins for a while, waiting for matrix work
+        # a worker never gives it (~0.05 s of CPU per worker process, taken from the cores the job runs on)
+        blas = os.environ.get(_BLAS_THREADS)
+        os.environ[_BLAS_THREADS] = blas or "1"
         try:
             super().start()
         finally:
             if main is not None:
                 sys.modules["__main__"] = main
+            if blas is None:
+                del os.environ[_BLAS_THREADS]
 
 
 class _WorkerContext(multiprocessing.context.SpawnContext):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -42,3 +43,21 @@ else:
     assert done.returncode == 0, done.stderr[-3000:]
     assert float(done.stdout.strip().splitlines()[-1]) > 0.1, "the job ran worker processes"
     assert not imported.exists(), f"a worker imported the program as {imported.read_text()!r}"
+
+
+def test_worker_processes_start_no_blas_threads_and_leave_the_parents_environment(monkeypatch) -> None:
+    """numpy's OpenBLAS would start threads that spin in each worker; a user's own setting is kept."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from airflow_provider_strm.core.job import _WorkerContext
+
+    def in_worker() -> str | None:
+        with ProcessPoolExecutor(1, mp_context=_WorkerContext()) as pool:
+            return pool.submit(os.getenv, "OPENBLAS_NUM_THREADS").result(timeout=60)
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert in_worker() == "1"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert in_worker() == "3"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
