@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import struct
 import time
@@ -66,6 +67,8 @@ _SCHEMA_ATTEMPTS = 20  # tries to create a new SQLite store's tables while other
 _INSERT_BATCH = 5000  # rows per INSERT call (SQLAlchemy splits it into statements the database accepts)
 _CALL_BATCH = 20_000  # entities per look-up-or-insert round (see get_or_create)
 _SLICE = 1000  # new keys made per step: a PostgreSQL COPY sends each step while the next one is made
+#: a group id that can be written into an SQL statement as a literal as it is (no quote, no other character)
+_PLAIN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
 _KEY_COLUMNS = (
     "group_id",
     "key_digest",
@@ -656,18 +659,18 @@ class KeyStore(KeyReader):
     def link_subject_digests(self, group_id: str, pairs: Iterable[tuple[str, str]]) -> None:
         """:meth:`link_subjects` with each subject already a :meth:`subject_digester` digest (made, say, by a
         worker process of the job: no subject value and no digest secret needed here)."""
-        rows = sorted(set(pairs))
+        rows = sorted(pairs if isinstance(pairs, (set, frozenset)) else set(pairs))
         if not rows:
             return
         with self._begin(batch=True) as conn:
             if self.raw_inserts and self._dialect[0] == "sqlite":  # one C loop, no per-row SQLAlchemy work
+                insert = f"INSERT INTO {subject_keys_table.name} (group_id, subject_digest, key_link) VALUES "
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 try:
-                    cursor.executemany(
-                        f"INSERT INTO {subject_keys_table.name} (group_id, subject_digest, key_link) VALUES (?, ?, ?) "
-                        "ON CONFLICT DO NOTHING",
-                        [(group_id, d, link) for d, link in rows],
-                    )
+                    if _PLAIN_ID.fullmatch(group_id):  # written into the statement: each row binds its own 2 values
+                        cursor.executemany(insert + f"('{group_id}', ?, ?) ON CONFLICT DO NOTHING", rows)
+                    else:
+                        cursor.executemany(insert + "(?, ?, ?) ON CONFLICT DO NOTHING", [(group_id, *r) for r in rows])
                 finally:
                     cursor.close()
                 return

@@ -70,6 +70,24 @@ def test_subject_links_of_a_new_sqlite_store_are_one_btree_and_an_older_store_wo
     assert store.removed(links.values()) == {links[("a", 0)]: "forgotten", links[("b", 0)]: "forgotten"}
 
 
+@pytest.mark.parametrize(
+    "group", ["6f1c2a9e-3b7d-4c55-9a0e-1d2b3c4d5e6f", "g", "o'brien'); DROP TABLE strm_keys; --", "grüppe", "x" * 65]
+)
+def test_subject_links_are_stored_under_any_group_id(sqlite_store: KeyStore, group: str) -> None:
+    # SQLite writes a plain group id (a config's UUID) into the statement, any other one as a bound value
+    keys = sqlite_store.get_or_create(group, [("a", 0), ("b", 0)])
+    links = sorted(k.key_link for k in keys.values())
+    digest = sqlite_store.subject_digester(group)
+    pairs = {(digest("alice"), links[0]), (digest("alice"), links[1]), (digest("bob"), links[1])}
+    sqlite_store.link_subject_digests(group, pairs)
+    sqlite_store.link_subject_digests(group, list(pairs))  # again, as a list: no second row
+    with sqlite_store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT group_id, subject_digest, key_link FROM strm_subject_keys").all()
+    assert sorted(rows) == sorted((group, d, link) for d, link in pairs)
+    assert sqlite_store.count_keys(group) == 2  # the key table is there
+    assert sqlite_store.forget_subjects(group, ["bob"]) == {"subjects": 1, "keys_deleted": 1}
+
+
 def test_the_same_entity_and_window_gets_the_same_key(sqlite_store: KeyStore) -> None:
     first = sqlite_store.get_or_create("g", [("alice", 0), ("bob", 0), ("alice", DAY)])
     again = sqlite_store.get_or_create("g", [("alice", 0), ("carol", 0)])
