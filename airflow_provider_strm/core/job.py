@@ -704,6 +704,8 @@ class _WorkerProcess(multiprocessing.context.SpawnProcess):
                 sys.modules["__main__"] = main
             if blas is None:
                 del os.environ[_BLAS_THREADS]
+            else:
+                os.environ[_BLAS_THREADS] = blas
 
 
 class _WorkerContext(multiprocessing.context.SpawnContext):

@@ -61,3 +61,6 @@ def test_worker_processes_start_no_blas_threads_and_leave_the_parents_environmen
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
     assert in_worker() == "3"
     assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "")  # set, but empty: OpenBLAS's own default
+    assert in_worker() == "1"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == ""
