@@ -6,12 +6,19 @@ import base64
 import csv
 import io
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import tink
 from tink import daead, secret_key_access
+
+from airflow_provider_strm.core.config import load_batch_job_config
+from airflow_provider_strm.core.contract import load_data_contract
+from airflow_provider_strm.core.encrypt import EncryptJob
+from airflow_provider_strm.core.keystore import KeyStore
+from airflow_provider_strm.core.storage import LocalStorage
 
 daead.register()
 
@@ -23,6 +30,14 @@ META = [
     "strmMeta.billingId",
     "strmMeta.consentLevels",
 ]
+
+
+def reference_job(strm_reference: Path, bucket: Path, store: KeyStore, **kwargs) -> EncryptJob:  # type: ignore[no-untyped-def]
+    """The STRM reference job as an EncryptJob on local files: its source copied into ``bucket``."""
+    shutil.copy(strm_reference / "uci_online_retail.csv", bucket / "uci_online_retail.csv")
+    config = load_batch_job_config(strm_reference / "batch-job-config.json", kwargs.pop("overrides", None))
+    contract = load_data_contract(strm_reference / "online-retail-contract.json")
+    return EncryptJob(config, contract, store, lambda conn_id: LocalStorage(bucket), **kwargs)
 
 
 def parse_csv(data: bytes) -> list[list[str]]:

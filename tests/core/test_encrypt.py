@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_checks import check_reference_outputs
+from reference_checks import check_reference_outputs, reference_job
 
 from airflow_provider_strm.core import encrypt as encrypt_module
 from airflow_provider_strm.core.config import load_batch_job_config
@@ -37,13 +37,6 @@ def store(tmp_path: Path) -> KeyStore:
     ks = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
     ks.ensure_schema()
     return ks
-
-
-def reference_job(strm_reference: Path, bucket: Path, store: KeyStore, **kwargs) -> EncryptJob:  # type: ignore[no-untyped-def]
-    shutil.copy(strm_reference / "uci_online_retail.csv", bucket / "uci_online_retail.csv")
-    config = load_batch_job_config(strm_reference / "batch-job-config.json", kwargs.pop("overrides", None))
-    contract = load_data_contract(strm_reference / "online-retail-contract.json")
-    return EncryptJob(config, contract, store, lambda conn_id: LocalStorage(bucket), **kwargs)
 
 
 def test_the_strm_reference_job_runs_unchanged_on_local_files(strm_reference, strm_vectors, bucket, store) -> None:

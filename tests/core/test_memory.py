@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -11,14 +10,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from reference_checks import reference_job
 
-from airflow_provider_strm.core.config import load_batch_job_config
-from airflow_provider_strm.core.contract import load_data_contract
 from airflow_provider_strm.core.encrypt import EncryptJob
 from airflow_provider_strm.core.errors import StrmError
 from airflow_provider_strm.core.keystore import KeyStore, new_kek
 from airflow_provider_strm.core.memory import arrow_memory_pool, job_memory_pool
-from airflow_provider_strm.core.storage import LocalStorage
 
 _SCRIPT = """
 import sys
@@ -52,15 +49,12 @@ def test_a_worker_process_keeps_freed_memory_for_its_next_chunk() -> None:
 # --------------------------------------------------------------------------- Arrow's allocator
 
 
-def _reference_job(strm_reference: Path, tmp_path: Path, **kwargs: object) -> EncryptJob:
+def _reference_job(strm_reference: Path, tmp_path: Path) -> EncryptJob:
     bucket = tmp_path / "bucket"
     bucket.mkdir(parents=True)
-    shutil.copy(strm_reference / "uci_online_retail.csv", bucket)
-    config = load_batch_job_config(strm_reference / "batch-job-config.json")
-    contract = load_data_contract(strm_reference / "online-retail-contract.json")
     store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}", new_kek())
     store.ensure_schema()
-    return EncryptJob(config, contract, store, lambda c: LocalStorage(bucket), chunk_rows=5_000, **kwargs)  # type: ignore[arg-type]
+    return reference_job(strm_reference, bucket, store, chunk_rows=5_000)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pyarrow's Linux wheels have jemalloc")
