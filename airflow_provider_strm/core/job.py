@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import types
 import uuid
@@ -157,6 +158,7 @@ class BatchJob:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self._pools: list[ProcessPoolExecutor] = []
+        self._pools_closing: threading.Thread | None = None
         self._exchange: Exchange | None = None  # shared memory with the worker processes
         self._spool_dir: str | None = None  # where worker processes leave their encoded chunks (see spool)
         #: output name → (location, path) of what the job committed
@@ -209,6 +211,9 @@ class BatchJob:
 
     def close(self) -> None:
         """Release what the job holds (worker processes, temporary files), whatever the outcome."""
+        if self._pools_closing is not None:
+            self._pools_closing.join()
+            self._pools_closing = None
         for pool in self._pools:
             pool.shutdown(wait=True, cancel_futures=True)
         self._pools = []
@@ -293,8 +298,19 @@ class BatchJob:
                 self._state(
                     "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
                 )
+        # the file is read: while the workers finish the last chunks, this process writes what it holds back
+        # (a job's last batch of key-store writes would otherwise wait until they are done)
         while in_flight:
+            if not in_flight[0][0].done():
+                self.flush()
             self._absorb_next(in_flight, result)
+        # no work is left: the workers exit (and free their memory) while this process finishes the outputs;
+        # close() waits for them
+        pools = self._pools
+        self._pools_closing = threading.Thread(
+            target=lambda: [pool.shutdown(wait=True) for pool in pools], name="strm-workers-exit", daemon=True
+        )
+        self._pools_closing.start()
 
     def _hand_over(self, work: object, slot: tuple[int, int]) -> _Handoff | None:
         """``work`` with its Arrow chunk written to shared memory (None: it goes through the pipe as it is)."""
