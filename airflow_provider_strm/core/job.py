@@ -299,10 +299,15 @@ class BatchJob:
                     "RUNNING", f"Processed {result.rows_in} records in {int(last_progress - started)} s.", result
                 )
         # the file is read: while the workers finish the last chunks, this process writes what it holds back
-        # (a job's last batch of key-store writes would otherwise wait until they are done)
+        # and commits the key store's batch (a job's last writes and commit would otherwise wait until they are
+        # done; committing sooner than at the end is always allowed)
+        committed = False
         while in_flight:
             if not in_flight[0][0].done():
                 self.flush()
+                if not committed and self.key_store is not None:
+                    self.key_store.commit()
+                    committed = True
             self._absorb_next(in_flight, result)
         # no work is left: the workers exit (and free their memory) while this process finishes the outputs;
         # close() waits for them
