@@ -31,9 +31,11 @@ _TINK_PREFIX = 0x01
 _KEY_SIZE = 64
 # Serialized google.crypto.tink.AesSivKey proto: field 2 (key_value), length 64; version 0 is omitted.
 _PROTO_HEADER = b"\x12\x40"
+_VALUE_CHARS = (len(_PROTO_HEADER) + _KEY_SIZE) // 3 * 4  # base64 of the proto: 66 bytes, 88 characters
 _NO_AD = [b""]
 _CLEAR_TOP_BIT = bytes(b & 0x7F for b in range(256))
-_TINK_JSON = (
+#: A cleartext Tink JSON keyset of one AES-SIV key, as STRM's keys files hold it: ``% (key id, key value, key id)``
+TINK_JSON = (
     '{"primaryKeyId":%d,"key":[{"keyData":{"typeUrl":"' + AES_SIV_TYPE_URL + '","value":"%s",'
     '"keyMaterialType":"SYMMETRIC"},"status":"ENABLED","keyId":%d,"outputPrefixType":"TINK"}]}'
 )  # Tink's encryptDeterministically(pt, ad=b"") passes one empty associated-data item.
@@ -74,7 +76,7 @@ class Keyset:
         """The cleartext Tink JSON keyset, as STRM's keys files hold it (compact JSON, fixed key order)."""
         value = base64.b64encode(_PROTO_HEADER + self.key_bytes).decode()
         # what json.dumps(self._tink_doc(value), separators=(",", ":")) gives (tested), without its cost
-        return _TINK_JSON % (self.key_id, value, self.key_id)
+        return TINK_JSON % (self.key_id, value, self.key_id)
 
     def _tink_doc(self, value: str) -> dict[str, object]:
         return {
@@ -368,6 +370,15 @@ def encrypt_grouped(
         else:
             data += b"".join([b64(prefix + encrypt(v, no_ad), newline=False) if v else b"" for v in part])
     return data
+
+
+def tink_key_values(keysets: Sequence[Keyset]) -> list[str]:
+    """Each keyset's Tink key value (the base64 of its ``AesSivKey`` proto), as :meth:`Keyset.to_tink_json`
+    writes it, from one base64 call: the proto is 66 bytes, a multiple of 3, so the base64 of consecutive
+    ones is theirs one after another (no padding, no character shared)."""
+    data = binascii.b2a_base64(b"".join([_PROTO_HEADER + k.key_bytes for k in keysets]), newline=False)
+    text, size = data.decode("ascii"), _VALUE_CHARS
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def token_lengths(sizes: np.ndarray) -> np.ndarray:

@@ -677,7 +677,7 @@ class _NewKeyLines:
         """The keys-file lines (what :func:`write_keys` writes for these keys)."""
         links = [plan.links[e] for e in self.entities]
         keysets = [plan.keysets[e] for e in self.entities]
-        return b"".join(key_lines(links, keysets, self.policies, self.expires, self.charset))
+        return key_lines(links, keysets, self.policies, self.expires, self.charset)
 
 
 @dataclass(frozen=True)

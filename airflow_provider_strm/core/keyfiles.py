@@ -11,7 +11,7 @@ import io
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from airflow_provider_strm.core.crypto import Keyset
+from airflow_provider_strm.core.crypto import TINK_JSON, Keyset, tink_key_values
 from airflow_provider_strm.core.csvio import CsvRecordWriter, quoted
 from airflow_provider_strm.core.errors import RecordError, StrmError
 from airflow_provider_strm.core.storage import PendingObject, Storage
@@ -38,16 +38,25 @@ def key_rows(keys: list[KeyRow]) -> list[list[str | None]]:
     ]
 
 
+#: A keys-file line: keyLink, the Tink JSON keyset, policyId and expiresAt, each already quoted (see key_lines)
+_LINE = '%s,"' + TINK_JSON.replace('"', '""') + '",%s,%s\r\n'
+
+
 def key_lines(
     links: list[str], keysets: list[Keyset], policies: list[str | None], expires: list[int | None], charset: str
-) -> list[bytes]:
-    """Each key's keys-file line, byte for byte as :class:`CsvRecordWriter` writes :func:`key_rows` (every
-    value quoted, quotes doubled, a missing value empty; CRLF), ~3x faster for the ~100k keys of a large job."""
-    return [
-        f"{quoted(link)},{quoted(keyset.to_tink_json())},{quoted(policy)},"
-        f"{quoted(None if expiry is None else str(expiry))}\r\n".encode(charset)
-        for link, keyset, policy, expiry in zip(links, keysets, policies, expires, strict=True)
-    ]
+) -> bytes:
+    """The keys' keys-file lines, byte for byte as :class:`CsvRecordWriter` writes :func:`key_rows` (every
+    value quoted, quotes doubled, a missing value empty; CRLF), ~5x faster for the ~100k keys of a large job:
+    one format per line, the key values in one base64 call, each policy and expiry quoted once."""
+    values = tink_key_values(keysets)
+    policy = {p: quoted(p) for p in set(policies)}
+    expiry = {e: quoted(None if e is None else str(e)) for e in set(expires)}
+    return "".join(
+        [
+            _LINE % (quoted(link), keyset.key_id, value, keyset.key_id, policy[p], expiry[e])
+            for link, keyset, value, p, e in zip(links, keysets, values, policies, expires, strict=True)
+        ]
+    ).encode(charset)
 
 
 def write_keys(writer: CsvRecordWriter, keys: list[KeyRow]) -> None:
@@ -57,7 +66,7 @@ def write_keys(writer: CsvRecordWriter, keys: list[KeyRow]) -> None:
         [k.key_link for k in keys], [k.keyset for k in keys], [k.policy_id for k in keys],
         [k.expires_at for k in keys], writer.charset,
     )  # fmt: skip
-    writer.write_encoded(b"".join(lines), len(keys))
+    writer.write_encoded(lines, len(keys))
 
 
 def read_keys_file(data: bytes, name: str = "keys file") -> dict[str, Keyset]:

@@ -21,6 +21,7 @@ from airflow_provider_strm.core.crypto import (
     encrypt_columns,
     encrypt_grouped,
     pack_keysets,
+    tink_key_values,
     token_lengths,
     unpack_keysets,
 )
@@ -130,6 +131,13 @@ def test_tink_json_is_exactly_compact_json_dumps_of_the_keyset(key_id, key) -> N
     value = base64.b64encode(b"\x12\x40" + key).decode()
     assert keyset.to_tink_json() == json.dumps(keyset._tink_doc(value), separators=(",", ":"))
     assert Keyset.from_tink_json(keyset.to_tink_json()) == keyset
+
+
+@given(st.lists(st.binary(min_size=64, max_size=64), max_size=30))
+def test_key_values_in_one_base64_call_are_each_keysets_own(keys: list[bytes]) -> None:
+    keysets = [Keyset(i + 1, key) for i, key in enumerate(keys)]
+    values = [json.loads(k.to_tink_json())["key"][0]["keyData"]["value"] for k in keysets]
+    assert tink_key_values(keysets) == values
 
 
 @given(st.lists(st.tuples(st.integers(1, 2**32 - 1), st.binary(min_size=64, max_size=64)), max_size=30))
