@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, available_timezones
 
 import numpy as np
@@ -60,6 +60,27 @@ def _strftime_format(pattern: str | None) -> str | None:
     if end != len(pattern) or "%Y" not in parts or "%m" not in parts or "%d" not in parts:
         return None
     return "".join(parts)
+
+
+class _Layout(NamedTuple):
+    """Where a plain numeric strftime format's fields and literals are in the (fixed-width) text it writes."""
+
+    width: int
+    fields: tuple[tuple[str, int, int], ...]  # (directive, start, digits)
+    literals: tuple[tuple[int, int], ...]  # (position, character code)
+
+    @classmethod
+    def of(cls, strftime: str) -> _Layout:
+        fields, literals, at, i = [], [], 0, 0
+        while i < len(strftime):
+            if strftime[i] == "%":
+                size = 4 if strftime[i + 1] == "Y" else 2
+                fields.append((strftime[i : i + 2], at, size))
+                at, i = at + size, i + 2
+            else:
+                literals.append((at, ord(strftime[i])))
+                at, i = at + 1, i + 1
+        return cls(at, tuple(fields), tuple(literals))
 
 
 _ONE_MS = timedelta(milliseconds=1)
@@ -437,6 +458,7 @@ class TimestampParser:
             self._fast = tuple(order[slot] for slot in plain)
         # Vector path (Arrow columns): plain numeric patterns in UTC
         self._strftime = _strftime_format(pattern) if self.zone is UTC else None
+        self._layout = None if self._strftime is None else _Layout.of(self._strftime)
 
     def parse_array(self, values: pa.Array) -> np.ndarray:
         """Epoch milliseconds of each value of a string column, in order (an int64 array).
@@ -457,10 +479,9 @@ class TimestampParser:
         todo: np.ndarray | range = range(n)
         if self._strftime is not None and n:
             parsed = pc.strptime(values, format=self._strftime, unit="s", error_is_null=True)
-            same = pc.equal(pc.strftime(parsed, format=self._strftime), values)
             # (no Python scalars in these calls: making an Arrow scalar imports pandas)
             seconds = integers(parsed.cast(pa.int64()), null=_YEAR_ONE_S - 1)
-            ok = flags(same) & (seconds >= _YEAR_ONE_S)
+            ok = (seconds >= _YEAR_ONE_S) & self._written_as(values, parsed, seconds)
             out[ok] = seconds[ok] * 1000
             todo = np.flatnonzero(~ok)
         if len(todo):
@@ -469,6 +490,51 @@ class TimestampParser:
             for i, text in zip(todo, texts, strict=True):
                 out[i] = parse(text)
         return out
+
+    def _written_as(self, values: pa.Array, parsed: pa.Array, seconds: np.ndarray) -> np.ndarray:
+        """Whether each value is exactly how the pattern writes its parsed time (strptime also takes a day 30 of
+        February, or unpadded numbers): the pattern's width, literals and each field's digits, in numpy;
+        values of other widths are written back with strftime (~1 µs a value) and compared."""
+        layout = self._layout
+        assert layout is not None and self._strftime is not None
+        n, width = len(values), layout.width
+        wide = pa.types.is_large_string(values.type)
+        offsets = np.frombuffer(
+            values.buffers()[1],
+            dtype=np.int64 if wide else np.int32,
+            count=n + 1,
+            offset=values.offset * (8 if wide else 4),
+        )
+        if values.null_count or not np.all(np.diff(offsets) == width):
+            return flags(pc.equal(pc.strftime(parsed, format=self._strftime), values))
+        chars = np.frombuffer(values.buffers()[2], dtype=np.uint8, count=n * width, offset=int(offsets[0]))
+        digits = chars.reshape(n, width).astype(np.int16) - ord("0")
+        ok = np.ones(n, dtype=bool)
+        for at, char in layout.literals:
+            ok &= digits[:, at] == char - ord("0")
+        stamp = seconds.astype("datetime64[s]")
+        days, months, years = (
+            stamp.astype("datetime64[D]"),
+            stamp.astype("datetime64[M]"),
+            stamp.astype("datetime64[Y]"),
+        )
+        in_day = (stamp - days).astype(np.int64)
+        fields = {
+            "%Y": years.astype(np.int64) + 1970,
+            "%m": (months - years).astype(np.int64) + 1,
+            "%d": (days - months).astype(np.int64) + 1,
+            "%H": in_day // 3600,
+            "%M": in_day // 60 % 60,
+            "%S": in_day % 60,
+        }
+        for directive, at, size in layout.fields:
+            number = np.zeros(n, dtype=np.int64)
+            for k in range(at, at + size):
+                column = digits[:, k]
+                ok &= (column >= 0) & (column <= 9)
+                number = number * 10 + column
+            ok &= number == fields[directive]
+        return ok
 
     def parse(self, value: str) -> int:
         """Epoch milliseconds of ``value``.

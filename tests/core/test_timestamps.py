@@ -548,3 +548,51 @@ def test_the_column_parser_agrees_with_the_value_parser_value_for_value(pattern,
     except TimestampFormatError as exc:
         got = str(exc)
     assert got == expected
+
+
+_same_width_dates = st.builds(
+    lambda y, mo, d, h, mi, s, sep, t: f"{y}{sep}{mo}{sep}{d}{t}{h}:{mi}:{s}",
+    st.sampled_from(["2026", "2024", "1900", "1970", "0000", "0001", "9999", "20x6"]),
+    st.sampled_from(["01", "02", "12", "13", "00", "1 "]),
+    st.sampled_from(["01", "28", "29", "30", "31", "32", "00"]),
+    st.sampled_from(["00", "23", "24", "09"]),
+    st.sampled_from(["00", "59", "60"]),
+    st.sampled_from(["00", "59", "60", "61"]),
+    st.sampled_from(["-", "/"]),
+    st.sampled_from([" ", "T", "\t", "\n", "_"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["yyyy-MM-dd HH:mm:ss", "dd/MM/yyyy HH:mm", "yyyy-MM-dd'T'HH:mm:ss"]), st.data())
+def test_the_column_parser_reads_values_of_the_patterns_width_as_a_strftime_round_trip_would(pattern, data) -> None:
+    """Values all as wide as the pattern writes them are checked digit by digit in numpy: the same verdict as
+    writing each parsed time back with strftime, and parse_array still agrees with parse on each value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from airflow_provider_strm.core.columnar import flags, integers
+
+    layouts = {
+        "yyyy-MM-dd HH:mm:ss": lambda v: v,
+        "dd/MM/yyyy HH:mm": lambda v: f"{v[8:10]}/{v[5:7]}/{v[0:4]} {v[11:16]}",
+        "yyyy-MM-dd'T'HH:mm:ss": lambda v: v[:10] + {" ": "T", "T": " "}.get(v[10], v[10]) + v[11:],
+    }
+    values = [layouts[pattern](v) for v in data.draw(st.lists(_same_width_dates, min_size=1, max_size=12))]
+    parser = TimestampParser(pattern, "UTC")
+    column = pa.array(values, type=pa.string())
+    fmt = parser._strftime
+    parsed = pc.strptime(column, format=fmt, unit="s", error_is_null=True)
+    seconds = integers(parsed.cast(pa.int64()), null=-(10**12))
+    round_trip = flags(pc.equal(pc.strftime(parsed, format=fmt), column)) & (seconds > -(10**12))
+    numbers = parser._written_as(column, parsed, seconds) & (seconds > -(10**12))
+    assert numbers.tolist() == round_trip.tolist()
+    try:
+        expected: list[int] | str = [parser.parse(v) for v in values]
+    except TimestampFormatError as exc:
+        expected = str(exc)
+    try:
+        got: list[int] | str = TimestampParser(pattern, "UTC").parse_array(column).tolist()
+    except TimestampFormatError as exc:
+        got = str(exc)
+    assert got == expected
