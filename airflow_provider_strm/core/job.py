@@ -312,9 +312,12 @@ class BatchJob:
         # no work is left: the workers exit (and free their memory) while this process finishes the outputs;
         # close() waits for them
         pools = self._pools
-        self._pools_closing = threading.Thread(
-            target=lambda: [pool.shutdown(wait=True) for pool in pools], name="strm-workers-exit", daemon=True
-        )
+
+        def workers_exit() -> None:
+            for pool in pools:
+                pool.shutdown(wait=True)
+
+        self._pools_closing = threading.Thread(target=workers_exit, name="strm-workers-exit", daemon=True)
         self._pools_closing.start()
 
     def _hand_over(self, work: object, slot: tuple[int, int]) -> _Handoff | None:
